@@ -1,0 +1,104 @@
+"""Builds the collector from its stages and runs it (STYLE.md: one place wires the stages).
+
+scrape loop ──▶ head (live view) ──▶ web UI / WebSocket
+            └─▶ writer ──▶ PostgreSQL
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from vpsmon.collector import accounts
+from vpsmon.collector.config import CollectorConfig
+from vpsmon.collector.head import Head
+from vpsmon.collector.scrape.loop import Scraper
+from vpsmon.collector.servers import list_servers, to_targets, upsert_static
+from vpsmon.collector.storage.db import connect_pool
+from vpsmon.collector.storage.migrate import migrate
+from vpsmon.collector.storage.writer import SampleWriter
+from vpsmon.web.app import create_app
+
+log = logging.getLogger("vpsmon.collector")
+
+TARGET_REFRESH_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What a person needs to know once the collector serves: printed by the CLI."""
+
+    url: str
+    admin_password: str | None
+
+
+async def serve_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        raise OSError(err.errno, f"cannot listen on {host}:{port}: {err.strerror}") from None
+    return runner
+
+
+async def run_collector(
+    config: CollectorConfig,
+    database_url: str,
+    stop: asyncio.Event,
+    *,
+    admin_password: str | None = None,
+    on_ready: Callable[[Ready], None] = lambda ready: None,
+) -> None:
+    pool = await connect_pool(database_url)
+    try:
+        await migrate(pool)
+        created_password = await accounts.ensure_admin(pool, admin_password)
+        await upsert_static(pool, config.targets)
+        head = Head()
+        writer = SampleWriter(pool, config.job)
+        app = create_app(config, pool, head)
+        runner = await serve_site(app, config.listen.host, config.listen.port)
+        try:
+            async with Scraper(
+                [head.append, writer.append],
+                body_size_limit=config.body_size_limit,
+                sample_limit=config.sample_limit,
+            ) as scraper:
+                tasks = [
+                    asyncio.create_task(writer.run(), name="writer"),
+                    asyncio.create_task(_refresh_targets(pool, scraper, config), name="targets"),
+                ]
+                host = config.listen.host
+                shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
+                shown = f"[{shown}]" if ":" in shown else shown
+                on_ready(Ready(f"http://{shown}:{config.listen.port}/", created_password))
+                await stop.wait()
+                for task in tasks:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            # Scrapes already taken are written before we go.
+            if not await writer.flush():
+                log.warning("could not write %d queued scrapes before exit", writer.pending)
+        finally:
+            await runner.cleanup()
+    finally:
+        await pool.close()
+
+
+async def _refresh_targets(pool, scraper: Scraper, config: CollectorConfig) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        try:
+            servers = await list_servers(pool)
+            await scraper.sync(to_targets(servers, config.scrape_interval, config.scrape_timeout))
+        except Exception as err:  # database away: keep scraping the targets we know
+            log.warning("cannot refresh targets error=%s", err)
+        await asyncio.sleep(TARGET_REFRESH_SECONDS)

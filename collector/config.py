@@ -1,0 +1,129 @@
+"""collector.yml: the collector's settings table (env prefix `VPSMON_`).
+
+`VPSMON_DATABASE_URL` selects PostgreSQL; unset means the embedded server in `data_dir`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vpsmon.config import (
+    ConfigError,
+    HostPort,
+    Setting,
+    load,
+    parse_duration,
+    parse_hostport,
+    parse_optional_str,
+    parse_path,
+    parse_positive_int,
+    parse_str,
+)
+
+ENV_PREFIX = "VPSMON_"
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("vpsmon"))
+
+
+@dataclass(frozen=True)
+class StaticTarget:
+    name: str
+    url: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_targets(value: Any) -> tuple[StaticTarget, ...]:
+    """A list of {name, url, labels} mappings: targets scraped besides the database's servers."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError("expected a list of targets, each with name and url")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"[{i}]: expected a mapping with name and url")
+        unknown = set(item) - {"name", "url", "labels"}
+        if unknown:
+            raise ValueError(f"[{i}]: unknown key {sorted(unknown)[0]!r}")
+        if "url" not in item:
+            raise ValueError(f"[{i}]: url is required")
+        url = parse_str(item["url"])
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"[{i}].url: expected an http:// or https:// URL, got {url!r}")
+        labels = item.get("labels") or {}
+        if not isinstance(labels, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            raise ValueError(f"[{i}].labels: expected a mapping of strings to strings")
+        out.append(StaticTarget(parse_str(item.get("name", url)), url, dict(labels)))
+    return tuple(out)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("listen", parse_hostport, parse_hostport("127.0.0.1:8080"),
+            "Address of the web UI and HTTP APIs."),
+    Setting("database_url", parse_optional_str, None,
+            "PostgreSQL URL (postgresql://user:pass@host:5432/db). Unset: embedded PostgreSQL "
+            "in data_dir.", secret=True),
+    Setting("data_dir", parse_path, None,
+            "Where the embedded database and local state live (default: the user's data dir, "
+            "e.g. ~/.local/share/vpsmon)."),
+    Setting("scrape.interval", parse_duration, 15.0, "Default scrape interval per target."),
+    Setting("scrape.timeout", parse_duration, 10.0,
+            "Default scrape timeout; capped at the interval."),
+    Setting("scrape.body_size_limit", parse_positive_int, 10 * 1024 * 1024,
+            "Largest accepted /metrics body in bytes (after decompression)."),
+    Setting("scrape.sample_limit", parse_positive_int, 50_000,
+            "Most samples accepted from one scrape; more fails the scrape."),
+    Setting("scrape.job", parse_str, "vpsmon", "The job label given to scraped series."),
+    Setting("targets", parse_targets, (),
+            "Static targets: a list of {name, url, labels}.", from_env=False),
+    Setting("web.session_ttl", parse_duration, 7 * 86400.0, "How long a login session lasts."),
+    Setting("log.level", parse_str, "info", "Log level: debug, info, warning or error."),
+)
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    listen: HostPort
+    database_url: str | None
+    data_dir: Path
+    scrape_interval: float
+    scrape_timeout: float
+    body_size_limit: int
+    sample_limit: int
+    job: str
+    targets: tuple[StaticTarget, ...]
+    session_ttl: float
+    log_level: str
+
+
+def load_config(
+    path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> CollectorConfig:
+    v = load(SETTINGS, path=path, env=env, env_prefix=ENV_PREFIX, overrides=overrides)
+    level = v["log.level"].lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"log.level: expected debug, info, warning or error, got {level!r}")
+    return CollectorConfig(
+        listen=v["listen"],
+        database_url=v["database_url"],
+        data_dir=v["data_dir"] or default_data_dir(),
+        scrape_interval=v["scrape.interval"],
+        scrape_timeout=min(v["scrape.timeout"], v["scrape.interval"]),
+        body_size_limit=v["scrape.body_size_limit"],
+        sample_limit=v["scrape.sample_limit"],
+        job=v["scrape.job"],
+        targets=v["targets"],
+        session_ttl=v["web.session_ttl"],
+        log_level=level,
+    )

@@ -1,0 +1,155 @@
+"""The writer: batches scraped samples into PostgreSQL through COPY.
+
+Results are queued in memory and flushed about once a second. A flush that fails (database
+away) leaves its batch at the head of the queue, to be retried in order; the queue is bounded
+and counts what it drops. Issue #4 adds a disk spool behind this queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import asyncpg
+
+from vpsmon.collector.scrape.loop import ScrapeResult
+from vpsmon.collector.scrape.target import Labels
+
+log = logging.getLogger("vpsmon.writer")
+
+
+def series_hash(name: str, labels: Labels) -> bytes:
+    canonical = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}"
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+class SampleWriter:
+    def __init__(self, pool: asyncpg.Pool, job: str, *, max_pending: int = 100_000) -> None:
+        self._pool = pool
+        self._job = job
+        self._pending: deque[ScrapeResult] = deque()
+        self._max_pending = max_pending
+        self._series_ids: dict[bytes, int] = {}
+        self.dropped = 0
+        self.written_samples = 0
+        self._failing = False
+
+    async def append(self, result: ScrapeResult) -> None:
+        if len(self._pending) >= self._max_pending:
+            self._pending.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("write queue full, dropping oldest scrape dropped=%d", self.dropped)
+        self._pending.append(result)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def run(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write everything queued; False (and the batch kept) if the database failed."""
+        if not self._pending:
+            return True
+        batch = list(self._pending)
+        try:
+            await self._write(batch)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
+            if not self._failing:
+                log.warning("database write failed, keeping %d scrapes queued error=%s",
+                            len(batch), str(err).splitlines()[0] if str(err) else type(err).__name__)
+                self._failing = True
+            return False
+        for _ in batch:
+            self._pending.popleft()
+        if self._failing:
+            log.info("database writes resumed")
+            self._failing = False
+        return True
+
+    async def _write(self, batch: list[ScrapeResult]) -> None:
+        rows: list[tuple[bytes, datetime, float]] = []
+        keys: list[tuple[bytes, int, str, Labels]] = []
+        for result in batch:
+            base = result.target.target_labels(self._job)
+            ts = datetime.fromtimestamp(result.timestamp, UTC)
+            for sample in result.with_synthetic():
+                labels = _merge(sample.labels, base)
+                key = series_hash(sample.name, labels)
+                if key not in self._series_ids:
+                    keys.append((key, result.target.server_id, sample.name, labels))
+                rows.append((key, ts, sample.value))
+        async with self._pool.acquire() as conn, conn.transaction():
+            if keys:
+                await self._resolve(conn, keys)
+            ids = self._series_ids
+            # A key still unknown belongs to a server deleted while its scrape was queued.
+            records = [(ids[k], ts, v) for k, ts, v in rows if k in ids]
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS samples_stage (LIKE samples) ON COMMIT DELETE ROWS"
+            )
+            await conn.copy_records_to_table(
+                "samples_stage", records=records, columns=["series_id", "ts", "value"]
+            )
+            # ON CONFLICT: a batch retried after a lost commit acknowledgement is stored once.
+            await conn.execute(
+                "INSERT INTO samples SELECT * FROM samples_stage ON CONFLICT DO NOTHING"
+            )
+            await self._update_servers(conn, batch)
+        self.written_samples += len(records)
+
+    async def _resolve(self, conn: asyncpg.Connection,
+                       keys: Iterable[tuple[bytes, int, str, Labels]]) -> None:
+        unique = {k[0]: k for k in keys}
+        hashes = list(unique)
+        await conn.execute(
+            "INSERT INTO series (server_id, metric, labels, labels_hash)"
+            " SELECT s, m, l::jsonb, h FROM unnest($1::int[], $2::text[], $3::text[], $4::bytea[])"
+            " AS u(s, m, l, h)"
+            " WHERE EXISTS (SELECT 1 FROM servers WHERE id = u.s)"
+            " ON CONFLICT (labels_hash) DO NOTHING",
+            [unique[h][1] for h in hashes],
+            [unique[h][2] for h in hashes],
+            [json.dumps(dict(unique[h][3])) for h in hashes],
+            hashes,
+        )
+        for row in await conn.fetch(
+            "SELECT id, labels_hash FROM series WHERE labels_hash = ANY($1::bytea[])", hashes
+        ):
+            self._series_ids[bytes(row["labels_hash"])] = row["id"]
+
+    async def _update_servers(self, conn: asyncpg.Connection, batch: list[ScrapeResult]) -> None:
+        latest: dict[int, ScrapeResult] = {}
+        for result in batch:
+            latest[result.target.server_id] = result
+        await conn.executemany(
+            "UPDATE servers SET last_error = $2,"
+            " last_seen_at = CASE WHEN $2::text IS NULL THEN $3 ELSE last_seen_at END"
+            " WHERE id = $1",
+            [(sid, r.error, datetime.fromtimestamp(r.timestamp, UTC)) for sid, r in latest.items()],
+        )
+
+
+def _merge(sample_labels: Labels, target_labels: Labels) -> Labels:
+    """Target labels win over scraped ones, as with Prometheus' honor_labels: false.
+
+    (Prometheus renames clashing scraped labels to exported_<name>; we do the same.)
+    """
+    if not sample_labels:
+        return target_labels
+    merged = dict(target_labels)
+    for k, v in sample_labels:
+        if k in merged:
+            merged["exported_" + k] = v
+        else:
+            merged[k] = v
+    return tuple(sorted(merged.items()))

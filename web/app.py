@@ -1,0 +1,249 @@
+"""The web UI and its JSON API (aiohttp + jinja2)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jinja2
+from aiohttp import WSMsgType, web
+
+from vpsmon import __version__
+from vpsmon.collector import accounts
+from vpsmon.collector.config import CollectorConfig
+from vpsmon.collector.head import Head
+from vpsmon.collector.live import summarize
+from vpsmon.collector.servers import list_servers
+from vpsmon.web import auth
+from vpsmon.web.i18n import LANGUAGES, MESSAGES, pick_language
+from vpsmon.web.keys import CONFIG, HEAD, HUB, LIMITER, POOL
+from vpsmon.web.live import LiveHub, snapshot_message
+
+HERE = Path(__file__).parent
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def create_app(config: CollectorConfig, pool: asyncpg.Pool, head: Head) -> web.Application:
+    app = web.Application(middlewares=[security_headers, session_middleware],
+                          client_max_size=1024 * 1024)
+    app[CONFIG] = config
+    app[POOL] = pool
+    app[HEAD] = head
+    app[HUB] = hub = LiveHub()
+    app[LIMITER] = auth.LoginLimiter()
+    app[TEMPLATES] = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every value shown is escaped; names may be hostile (issue #5)
+        undefined=jinja2.StrictUndefined,
+    )
+    head.subscribe(hub.publish)
+    app.router.add_get("/", overview)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login_submit)
+    app.router.add_post("/logout", logout)
+    app.router.add_post("/lang", set_language)
+    app.router.add_get("/api/servers", api_servers)
+    app.router.add_get("/api/live", live_socket)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_static("/static", HERE / "static", append_version=True, name="static")
+    app.on_shutdown.append(_close_sockets)
+    app.cleanup_ctx.append(_expire_sessions)
+    return app
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    token = request.cookies.get(auth.SESSION_COOKIE)
+    session = await accounts.load_session(request.app[POOL], token) if token else None
+    request[auth.SESSION_KEY] = session
+    if request.method not in auth.SAFE_METHODS and session is not None \
+            and request.path not in {"/login"}:
+        form = await request.post() if request.content_type.endswith("form-urlencoded") else {}
+        field = form.get("csrf_token")
+        auth.check_csrf(request, session, field if isinstance(field, str) else None)
+    return await handler(request)
+
+
+def _language(request: web.Request) -> str:
+    return pick_language(request.cookies.get("lang"), request.headers.get("Accept-Language"))
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    lang = _language(request)
+    messages = MESSAGES[lang]
+    session = auth.current_session(request)
+    page = request.app[TEMPLATES].get_template(template).render(
+        t=messages, lang=lang, languages=LANGUAGES, version=__version__,
+        user=session.user if session else None,
+        csrf_token=session.csrf_token if session else "",
+        static=lambda path: request.app.router["static"].url_for(filename=path),
+        messages_json=json.dumps(messages),
+        **context,
+    )
+    return web.Response(text=page, content_type="text/html", status=status)
+
+
+async def overview(request: web.Request) -> web.Response:
+    auth.require_session(request)
+    return render(request, "overview.html")
+
+
+async def login_page(request: web.Request, error: str | None = None,
+                     status: int = 200) -> web.Response:
+    if auth.current_session(request) is not None:
+        raise web.HTTPFound("/")
+    # Double-submit token: the form field must match a cookie only our page could have set.
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", status=status, login_csrf=token, error=error)
+    response.set_cookie(auth.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
+                        secure=request.secure, path="/login")
+    return response
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    form = await request.post()
+    t = MESSAGES[_language(request)]
+    cookie = request.cookies.get(auth.LOGIN_CSRF_COOKIE, "")
+    field = str(form.get("csrf_token", ""))
+    if not cookie or not secrets.compare_digest(cookie, field):
+        return await login_page(request, t["login.expired"], 403)
+    username = str(form.get("username", ""))[:64]
+    password = str(form.get("password", ""))[:1024]
+    limiter = request.app[LIMITER]
+    address = request.remote or "?"
+    now = auth.now()
+    if limiter.blocked(address, username, now):
+        return await login_page(request, t["login.limited"], 429)
+    user = await accounts.authenticate(request.app[POOL], username, password)
+    if user is None:
+        limiter.failed(address, username, now)
+        return await login_page(request, t["login.failed"], 401)
+    limiter.succeeded(username)
+    ttl = request.app[CONFIG].session_ttl
+    token, _ = await accounts.create_session(request.app[POOL], user, ttl)
+    response = web.HTTPFound("/")
+    response.set_cookie(auth.SESSION_COOKIE, token, httponly=True, samesite="Lax",
+                        secure=request.secure, max_age=int(ttl), path="/")
+    response.del_cookie(auth.LOGIN_CSRF_COOKIE, path="/login")
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    auth.require_session(request)
+    token = request.cookies.get(auth.SESSION_COOKIE)
+    if token:
+        await accounts.delete_session(request.app[POOL], token)
+    response = web.HTTPFound("/login")
+    response.del_cookie(auth.SESSION_COOKIE, path="/")
+    raise response
+
+
+async def set_language(request: web.Request) -> web.Response:
+    form = await request.post()
+    lang = str(form.get("lang", ""))
+    if lang not in LANGUAGES:
+        raise web.HTTPBadRequest(text=f"unknown language {lang!r}; use one of {LANGUAGES}")
+    back = request.headers.get("Referer", "/")
+    path = urllib.parse.urlsplit(back).path or "/"
+    response = web.HTTPFound(path if path.startswith("/") and not path.startswith("//") else "/")
+    response.set_cookie("lang", lang, samesite="Lax", max_age=365 * 86400, path="/")
+    raise response
+
+
+async def _server_rows(request: web.Request) -> list[dict[str, Any]]:
+    head = request.app[HEAD]
+    rows = []
+    for server in await list_servers(request.app[POOL]):
+        row = server.as_json()
+        state = head.state(server.id)
+        row["live"] = summarize(state) if state else {"id": server.id, "online": False,
+                                                      "last_seen": None, "error": None}
+        rows.append(row)
+    return rows
+
+
+async def api_servers(request: web.Request) -> web.Response:
+    auth.require_session(request)
+    return web.json_response({"servers": await _server_rows(request)})
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Browsers always send Origin on WebSocket handshakes; it must be this site."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser (scripts authenticate with their session cookie anyway)
+    parts = urllib.parse.urlsplit(origin)
+    return parts.netloc == request.host and parts.scheme in {"http", "https"}
+
+
+async def live_socket(request: web.Request) -> web.StreamResponse:
+    auth.require_session(request)
+    if not _same_origin(request):
+        raise web.HTTPForbidden(text="WebSocket from another origin refused")
+    ws = web.WebSocketResponse(heartbeat=30)
+    await ws.prepare(request)
+    hub = request.app[HUB]
+    queue = hub.register(ws)
+    try:
+        await ws.send_str(snapshot_message(await _server_rows(request)))
+        sender = asyncio.create_task(_pump(queue, ws))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+    finally:
+        hub.unregister(ws)
+    return ws
+
+
+async def _pump(queue: asyncio.Queue[str], ws: web.WebSocketResponse) -> None:
+    while not ws.closed:
+        await ws.send_str(await queue.get())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def _close_sockets(app: web.Application) -> None:
+    await app[HUB].close_all()
+
+
+async def _expire_sessions(app: web.Application) -> AsyncIterator[None]:
+    async def loop() -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await accounts.delete_expired_sessions(app[POOL])
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,17 @@
+"""Typed application keys shared by the web handlers (STYLE.md: one module of AppKeys)."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from vpsmon.collector.config import CollectorConfig
+from vpsmon.collector.head import Head
+from vpsmon.web.auth import LoginLimiter
+from vpsmon.web.live import LiveHub
+
+POOL = web.AppKey("pool", asyncpg.Pool)
+HEAD = web.AppKey("head", Head)
+CONFIG = web.AppKey("config", CollectorConfig)
+HUB = web.AppKey("hub", LiveHub)
+LIMITER = web.AppKey("limiter", LoginLimiter)
