@@ -66,7 +66,9 @@ async def create_user(pool: asyncpg.Pool, username: str, password: str, role: st
         row = await pool.fetchrow(
             "INSERT INTO users (username, password_hash, role) VALUES ($1, $2, $3)"
             " RETURNING id, username, role",
-            username, _hasher.hash(password), role,
+            username,
+            _hasher.hash(password),
+            role,
         )
     except asyncpg.UniqueViolationError:
         raise AccountError(f"user {username!r} already exists") from None
@@ -110,8 +112,12 @@ async def create_session(pool: asyncpg.Pool, user: User, ttl: float) -> tuple[st
     csrf = secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + timedelta(seconds=ttl)
     await pool.execute(
-        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)",
-        _token_hash(token), user.id, csrf, expires,
+        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at)"
+        " VALUES ($1, $2, $3, $4)",
+        _token_hash(token),
+        user.id,
+        csrf,
+        expires,
     )
     return token, csrf
 

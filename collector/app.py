@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import asyncpg
 from aiohttp import web
 
 from vpsmon.collector import accounts
@@ -94,7 +95,7 @@ async def run_collector(
         await pool.close()
 
 
-async def _refresh_targets(pool, scraper: Scraper, config: CollectorConfig) -> None:  # type: ignore[no-untyped-def]
+async def _refresh_targets(pool: asyncpg.Pool, scraper: Scraper, config: CollectorConfig) -> None:
     while True:
         try:
             servers = await list_servers(pool)

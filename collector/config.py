@@ -67,24 +67,51 @@ def parse_targets(value: Any) -> tuple[StaticTarget, ...]:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("listen", parse_hostport, parse_hostport("127.0.0.1:8080"),
-            "Address of the web UI and HTTP APIs."),
-    Setting("database_url", parse_optional_str, None,
-            "PostgreSQL URL (postgresql://user:pass@host:5432/db). Unset: embedded PostgreSQL "
-            "in data_dir.", secret=True),
-    Setting("data_dir", parse_path, None,
-            "Where the embedded database and local state live (default: the user's data dir, "
-            "e.g. ~/.local/share/vpsmon)."),
+    Setting(
+        "listen",
+        parse_hostport,
+        parse_hostport("127.0.0.1:8080"),
+        "Address of the web UI and HTTP APIs.",
+    ),
+    Setting(
+        "database_url",
+        parse_optional_str,
+        None,
+        "PostgreSQL URL (postgresql://user:pass@host:5432/db). Unset: embedded PostgreSQL "
+        "in data_dir.",
+        secret=True,
+    ),
+    Setting(
+        "data_dir",
+        parse_path,
+        None,
+        "Where the embedded database and local state live (default: the user's data dir, "
+        "e.g. ~/.local/share/vpsmon).",
+    ),
     Setting("scrape.interval", parse_duration, 15.0, "Default scrape interval per target."),
-    Setting("scrape.timeout", parse_duration, 10.0,
-            "Default scrape timeout; capped at the interval."),
-    Setting("scrape.body_size_limit", parse_positive_int, 10 * 1024 * 1024,
-            "Largest accepted /metrics body in bytes (after decompression)."),
-    Setting("scrape.sample_limit", parse_positive_int, 50_000,
-            "Most samples accepted from one scrape; more fails the scrape."),
+    Setting(
+        "scrape.timeout", parse_duration, 10.0, "Default scrape timeout; capped at the interval."
+    ),
+    Setting(
+        "scrape.body_size_limit",
+        parse_positive_int,
+        10 * 1024 * 1024,
+        "Largest accepted /metrics body in bytes (after decompression).",
+    ),
+    Setting(
+        "scrape.sample_limit",
+        parse_positive_int,
+        50_000,
+        "Most samples accepted from one scrape; more fails the scrape.",
+    ),
     Setting("scrape.job", parse_str, "vpsmon", "The job label given to scraped series."),
-    Setting("targets", parse_targets, (),
-            "Static targets: a list of {name, url, labels}.", from_env=False),
+    Setting(
+        "targets",
+        parse_targets,
+        (),
+        "Static targets: a list of {name, url, labels}.",
+        from_env=False,
+    ),
     Setting("web.session_ttl", parse_duration, 7 * 86400.0, "How long a login session lasts."),
     Setting("log.level", parse_str, "info", "Log level: debug, info, warning or error."),
 )

@@ -60,9 +60,11 @@ class Head:
         state.error = result.error
         if result.up:
             state.last_seen = result.timestamp
-            state.previous = state.current
-            state.current = Snapshot(
-                result.timestamp, {(s.name, s.labels): s.value for s in result.samples}
-            )
+            values = {(s.name, s.labels): s.value for s in result.samples}
+            # An exporter serves the same pre-rendered payload until its next collection; a
+            # scrape that sees it again is not a new point for rates, so keep the pair.
+            if state.current is None or state.current.values != values:
+                state.previous = state.current
+                state.current = Snapshot(result.timestamp, values)
         for listener in self._listeners:
             listener(state)

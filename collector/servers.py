@@ -34,8 +34,14 @@ class Server:
 
 
 def _row(row: asyncpg.Record) -> Server:
-    return Server(row["id"], row["name"], row["url"], row["group_name"], tuple(row["tags"]),
-                  json.loads(row["labels"]))
+    return Server(
+        row["id"],
+        row["name"],
+        row["url"],
+        row["group_name"],
+        tuple(row["tags"]),
+        json.loads(row["labels"]),
+    )
 
 
 async def list_servers(pool: asyncpg.Pool) -> list[Server]:
@@ -52,7 +58,9 @@ async def upsert_static(pool: asyncpg.Pool, targets: Iterable[StaticTarget]) -> 
             await conn.execute(
                 "INSERT INTO servers (name, url, labels) VALUES ($1, $2, $3::jsonb)"
                 " ON CONFLICT (url) DO UPDATE SET name = EXCLUDED.name, labels = EXCLUDED.labels",
-                t.name, t.url, json.dumps(dict(t.labels)),
+                t.name,
+                t.url,
+                json.dumps(dict(t.labels)),
             )
 
 

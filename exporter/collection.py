@@ -44,7 +44,9 @@ class Collection:
     def collect_once(self, now: float | None = None) -> Payload:
         now = time.time() if now is None else now
         success = gauge(
-            "vpsmon_collector_success", "Whether a collector succeeded (1) or failed (0).", "collector"
+            "vpsmon_collector_success",
+            "Whether a collector succeeded (1) or failed (0).",
+            "collector",
         )
         duration = gauge(
             "vpsmon_collector_duration_seconds", "How long a collector took.", "collector"

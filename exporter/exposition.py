@@ -42,7 +42,8 @@ def render(families: Iterable[MetricFamily], timestamp_ms: int | None = None) ->
         for label_values, value in family.samples:
             if names:
                 pairs = ",".join(
-                    f'{n}="{escape_label_value(v)}"' for n, v in zip(names, label_values, strict=True)
+                    f'{n}="{escape_label_value(v)}"'
+                    for n, v in zip(names, label_values, strict=True)
                 )
                 out.append(f"{family.name}{{{pairs}}} {format_value(value)}{suffix}")
             else:

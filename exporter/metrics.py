@@ -26,7 +26,8 @@ class MetricFamily:
     def add(self, value: float, *label_values: str) -> None:
         if len(label_values) != len(self.label_names):
             raise ValueError(
-                f"{self.name}: expected {len(self.label_names)} label values, got {len(label_values)}"
+                f"{self.name}: expected {len(self.label_names)} label values,"
+                f" got {len(label_values)}"
             )
         self.samples.append((label_values, float(value)))
 

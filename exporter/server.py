@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -36,7 +36,9 @@ def create_app(config: ExporterConfig, context: Context | None = None) -> web.Ap
     return app
 
 
-def _collect_in_background(interval: float):  # type: ignore[no-untyped-def]
+def _collect_in_background(
+    interval: float,
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(collect_loop(app, interval))
         yield

@@ -33,6 +33,10 @@ class UserError(click.ClickException):
         click.echo(f"vpsmon: error: {self.format_message()}", err=True)
 
 
+class BadConfig(UserError):
+    exit_code = EXIT_CONFIG
+
+
 def setup_logging(level: str = "info") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -72,9 +76,7 @@ def guarded(fn: Callable[[], None]) -> None:
     try:
         fn()
     except ConfigError as err:
-        exc = UserError(str(err))
-        exc.exit_code = EXIT_CONFIG
-        raise exc from None
+        raise BadConfig(str(err)) from None
     except _db_errors() as err:
         raise UserError(str(err)) from None
     except OSError as err:
@@ -104,14 +106,28 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--listen", metavar="HOST:PORT", help="Web UI address [127.0.0.1:8080].")
-@click.option("--exporter-listen", metavar="HOST:PORT", default="127.0.0.1:9190",
-              show_default=True, help="Address of the local exporter.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where the embedded database lives [user data dir, e.g. ~/.local/share/vpsmon].")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="collector.yml to read.")
-def up(listen: str | None, exporter_listen: str, data_dir: Path | None,
-       config_path: Path | None) -> None:
+@click.option(
+    "--exporter-listen",
+    metavar="HOST:PORT",
+    default="127.0.0.1:9190",
+    show_default=True,
+    help="Address of the local exporter.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the embedded database lives [user data dir, e.g. ~/.local/share/vpsmon].",
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="collector.yml to read.",
+)
+def up(
+    listen: str | None, exporter_listen: str, data_dir: Path | None, config_path: Path | None
+) -> None:
     """Start everything on this machine: database, exporter, collector and web UI.
 
     Uses an embedded PostgreSQL in the data directory unless VPSMON_DATABASE_URL is set.
@@ -126,16 +142,21 @@ def up(listen: str | None, exporter_listen: str, data_dir: Path | None,
     guarded(lambda: _up(listen, exporter_listen, data_dir, config_path))
 
 
-def _up(listen: str | None, exporter_listen: str, data_dir: Path | None,
-        config_path: Path | None) -> None:
+def _up(
+    listen: str | None, exporter_listen: str, data_dir: Path | None, config_path: Path | None
+) -> None:
     from vpsmon.collector.config import StaticTarget, load_config
     from vpsmon.config import parse_hostport
     from vpsmon.exporter.config import load_config as load_exporter_config
 
-    config = load_config(config_path, overrides={
-        "listen": listen, "data_dir": str(data_dir) if data_dir else None,
-        "scrape.interval": "5s",
-    })
+    config = load_config(
+        config_path,
+        overrides={
+            "listen": listen,
+            "data_dir": str(data_dir) if data_dir else None,
+            "scrape.interval": "5s",
+        },
+    )
     try:
         exporter_addr = parse_hostport(exporter_listen)
     except ValueError as err:
@@ -144,16 +165,18 @@ def _up(listen: str | None, exporter_listen: str, data_dir: Path | None,
     setup_logging(config.log_level)
     host = "127.0.0.1" if exporter_addr.host in {"0.0.0.0", ""} else exporter_addr.host
     host = f"[{host}]" if ":" in host else host
-    local = StaticTarget(socket.gethostname() or "localhost",
-                         f"http://{host}:{exporter_addr.port}/metrics")
+    local = StaticTarget(
+        socket.gethostname() or "localhost", f"http://{host}:{exporter_addr.port}/metrics"
+    )
     config = _replace(config, targets=(*config.targets, local))
 
     async def main(stop: asyncio.Event) -> None:
         from vpsmon.collector.app import serve_site
         from vpsmon.exporter.server import create_app as create_exporter
 
-        exporter = await serve_site(create_exporter(exporter_config), exporter_addr.host,
-                                    exporter_addr.port)
+        exporter = await serve_site(
+            create_exporter(exporter_config), exporter_addr.host, exporter_addr.port
+        )
         try:
             await _run_collector(config, stop)
         finally:
@@ -179,6 +202,7 @@ async def _run_collector(config: Any, stop: asyncio.Event) -> None:
         embedded = EmbeddedPostgres(config.data_dir / "pgdata")
         url = await asyncio.to_thread(embedded.start)
     try:
+
         def ready(info: Ready) -> None:
             click.echo(f"vpsmon {__version__} is up: {info.url}")
             if info.admin_password:
@@ -188,9 +212,13 @@ async def _run_collector(config: Any, stop: asyncio.Event) -> None:
             click.echo("Press Ctrl-C to stop.")
             sys.stdout.flush()
 
-        await run_collector(config, url, stop,
-                            admin_password=os.environ.get("VPSMON_ADMIN_PASSWORD") or None,
-                            on_ready=ready)
+        await run_collector(
+            config,
+            url,
+            stop,
+            admin_password=os.environ.get("VPSMON_ADMIN_PASSWORD") or None,
+            on_ready=ready,
+        )
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -201,15 +229,28 @@ async def _run_collector(config: Any, stop: asyncio.Event) -> None:
 
 @cli.group()
 def collector() -> None:
-    """The central side: scraping, storage, rules, web UI and APIs."""
+    """The central side: scraping, storage, rules, web UI and APIs.
+
+    \b
+    Example:
+      vpsmon collector run -c /etc/vpsmon/collector.yml
+    """
 
 
 @collector.command("run")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="collector.yml to read.")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="collector.yml to read.",
+)
 @click.option("--listen", metavar="HOST:PORT", help="Web UI and API address [127.0.0.1:8080].")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Data directory (embedded database when no database URL is set).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data directory (embedded database when no database URL is set).",
+)
 def collector_run(config_path: Path | None, listen: str | None, data_dir: Path | None) -> None:
     """Run the collector with its web UI.
 
@@ -225,8 +266,10 @@ def collector_run(config_path: Path | None, listen: str | None, data_dir: Path |
     def run() -> None:
         from vpsmon.collector.config import load_config
 
-        config = load_config(config_path, overrides={
-            "listen": listen, "data_dir": str(data_dir) if data_dir else None})
+        config = load_config(
+            config_path,
+            overrides={"listen": listen, "data_dir": str(data_dir) if data_dir else None},
+        )
         setup_logging(config.log_level)
         run_until_signal(lambda stop: _run_collector(config, stop))
 
@@ -241,20 +284,32 @@ def _collector_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     for spec in reversed(COLLECTORS):
         fn = click.option(
-            f"--collector.{spec.name}/--no-collector.{spec.name}", f"collector_{spec.name}",
-            default=None, help=f"Enable or disable the {spec.name} collector.",
+            f"--collector.{spec.name}/--no-collector.{spec.name}",
+            f"collector_{spec.name}",
+            default=None,
+            help=f"Enable or disable the {spec.name} collector.",
         )(fn)
     return fn
 
 
 @cli.group()
 def exporter() -> None:
-    """The agent that runs on every server."""
+    """The agent that runs on every server.
+
+    \b
+    Example:
+      vpsmon exporter run --listen 0.0.0.0:9190
+    """
 
 
 @exporter.command("run")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="exporter.yml to read.")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="exporter.yml to read.",
+)
 @click.option("--listen", metavar="HOST:PORT", help="Metrics address [0.0.0.0:9190].")
 @_collector_flags
 def exporter_run(config_path: Path | None, listen: str | None, **flags: bool | None) -> None:
@@ -281,8 +336,11 @@ def exporter_run(config_path: Path | None, listen: str | None, **flags: bool | N
             from vpsmon.exporter.server import create_app
 
             runner = await serve_site(create_app(config), config.listen.host, config.listen.port)
-            log.info("exporter listening address=%s collectors=%s", config.listen,
-                     ",".join(config.enabled))
+            log.info(
+                "exporter listening address=%s collectors=%s",
+                config.listen,
+                ",".join(config.enabled),
+            )
             try:
                 await stop.wait()
             finally:
@@ -298,14 +356,27 @@ def exporter_run(config_path: Path | None, listen: str | None, **flags: bool | N
 
 @cli.group()
 def db() -> None:
-    """Database maintenance."""
+    """Database maintenance.
+
+    \b
+    Example:
+      VPSMON_DATABASE_URL=postgresql://vpsmon@db/vpsmon vpsmon db migrate
+    """
 
 
 @db.command("migrate")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="collector.yml to read.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Data directory of the embedded database (when no database URL is set).")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="collector.yml to read.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data directory of the embedded database (when no database URL is set).",
+)
 def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
     """Apply the sql/ migrations that are missing (also done on every start).
 
@@ -318,8 +389,9 @@ def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
     def run() -> None:
         from vpsmon.collector.config import load_config
 
-        config = load_config(config_path, overrides={
-            "data_dir": str(data_dir) if data_dir else None})
+        config = load_config(
+            config_path, overrides={"data_dir": str(data_dir) if data_dir else None}
+        )
         setup_logging("warning")
 
         async def main() -> None:

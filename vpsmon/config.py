@@ -235,7 +235,9 @@ def load(
             try:
                 secret = secret_path.read_text(encoding="utf-8").strip()
             except OSError as err:
-                raise ConfigError(f"environment {var}_FILE: cannot read {secret_path}: {err}") from None
+                raise ConfigError(
+                    f"environment {var}_FILE: cannot read {secret_path}: {err}"
+                ) from None
             values[name] = _parse(setting, secret, f"environment {var}_FILE")
 
     for name, value in (overrides or {}).items():
@@ -263,7 +265,12 @@ def _closest(key: str, table: Mapping[str, Setting]) -> str | None:
 
 def reference_markdown(title: str, settings: Iterable[Setting], env_prefix: str) -> str:
     """A Markdown table of the settings, used by docs/configuration.md and its test."""
-    lines = [f"### {title}", "", "| key | environment | default | description |", "|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| key | environment | default | description |",
+        "|---|---|---|---|",
+    ]
     for s in settings:
         default = "(secret)" if s.secret else _show_default(s.default)
         env = f"`{s.env_name(env_prefix)}`" if s.from_env else "—"

@@ -36,8 +36,9 @@ CSP = (
 
 
 def create_app(config: CollectorConfig, pool: asyncpg.Pool, head: Head) -> web.Application:
-    app = web.Application(middlewares=[security_headers, session_middleware],
-                          client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[security_headers, session_middleware], client_max_size=1024 * 1024
+    )
     app[CONFIG] = config
     app[POOL] = pool
     app[HEAD] = head
@@ -78,8 +79,11 @@ async def session_middleware(request: web.Request, handler: auth.Handler) -> web
     token = request.cookies.get(auth.SESSION_COOKIE)
     session = await accounts.load_session(request.app[POOL], token) if token else None
     request[auth.SESSION_KEY] = session
-    if request.method not in auth.SAFE_METHODS and session is not None \
-            and request.path not in {"/login"}:
+    if (
+        request.method not in auth.SAFE_METHODS
+        and session is not None
+        and request.path not in {"/login"}
+    ):
         form = await request.post() if request.content_type.endswith("form-urlencoded") else {}
         field = form.get("csrf_token")
         auth.check_csrf(request, session, field if isinstance(field, str) else None)
@@ -94,31 +98,46 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     lang = _language(request)
     messages = MESSAGES[lang]
     session = auth.current_session(request)
-    page = request.app[TEMPLATES].get_template(template).render(
-        t=messages, lang=lang, languages=LANGUAGES, version=__version__,
-        user=session.user if session else None,
-        csrf_token=session.csrf_token if session else "",
-        static=lambda path: request.app.router["static"].url_for(filename=path),
-        messages_json=json.dumps(messages),
-        **context,
+    page = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(
+            t=messages,
+            lang=lang,
+            languages=LANGUAGES,
+            version=__version__,
+            user=session.user if session else None,
+            csrf_token=session.csrf_token if session else "",
+            static=lambda path: request.app.router["static"].url_for(filename=path),
+            messages_json=json.dumps(messages),
+            **context,
+        )
     )
     return web.Response(text=page, content_type="text/html", status=status)
 
 
 async def overview(request: web.Request) -> web.Response:
     auth.require_session(request)
-    return render(request, "overview.html")
+    # Rendered on the server too, so the page is useful before the WebSocket connects.
+    return render(request, "overview.html", servers=await _server_rows(request))
 
 
-async def login_page(request: web.Request, error: str | None = None,
-                     status: int = 200) -> web.Response:
+async def login_page(
+    request: web.Request, error: str | None = None, status: int = 200
+) -> web.Response:
     if auth.current_session(request) is not None:
         raise web.HTTPFound("/")
     # Double-submit token: the form field must match a cookie only our page could have set.
     token = secrets.token_urlsafe(24)
     response = render(request, "login.html", status=status, login_csrf=token, error=error)
-    response.set_cookie(auth.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
-                        secure=request.secure, path="/login")
+    response.set_cookie(
+        auth.LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/login",
+    )
     return response
 
 
@@ -144,8 +163,15 @@ async def login_submit(request: web.Request) -> web.Response:
     ttl = request.app[CONFIG].session_ttl
     token, _ = await accounts.create_session(request.app[POOL], user, ttl)
     response = web.HTTPFound("/")
-    response.set_cookie(auth.SESSION_COOKIE, token, httponly=True, samesite="Lax",
-                        secure=request.secure, max_age=int(ttl), path="/")
+    response.set_cookie(
+        auth.SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="Lax",
+        secure=request.secure,
+        max_age=int(ttl),
+        path="/",
+    )
     response.del_cookie(auth.LOGIN_CSRF_COOKIE, path="/login")
     raise response
 
@@ -178,8 +204,11 @@ async def _server_rows(request: web.Request) -> list[dict[str, Any]]:
     for server in await list_servers(request.app[POOL]):
         row = server.as_json()
         state = head.state(server.id)
-        row["live"] = summarize(state) if state else {"id": server.id, "online": False,
-                                                      "last_seen": None, "error": None}
+        row["live"] = (
+            summarize(state)
+            if state
+            else {"id": server.id, "online": False, "last_seen": None, "error": None}
+        )
         rows.append(row)
     return rows
 

@@ -87,7 +87,7 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
 def pick_language(cookie: str | None, accept_language: str | None) -> str:
     """The `lang` cookie if valid, else the first supported language the browser asks for."""
     if cookie in LANGUAGES:
-        return cookie  # type: ignore[return-value]
+        return cookie
     for part in (accept_language or "").split(","):
         tag = part.split(";")[0].strip().lower()
         if tag.startswith("zh"):

@@ -46,8 +46,12 @@ OnScrape = Callable[[ScrapeResult], Awaitable[None]]
 
 
 async def scrape_once(
-    session: aiohttp.ClientSession, target: Target, now: float, *,
-    body_size_limit: int, sample_limit: int,
+    session: aiohttp.ClientSession,
+    target: Target,
+    now: float,
+    *,
+    body_size_limit: int,
+    sample_limit: int,
 ) -> ScrapeResult:
     started = time.perf_counter()
 
@@ -57,7 +61,8 @@ async def scrape_once(
     try:
         async with asyncio.timeout(target.timeout):
             async with session.get(
-                target.url, headers={"Accept": ACCEPT, "Accept-Encoding": "gzip"},
+                target.url,
+                headers={"Accept": ACCEPT, "Accept-Encoding": "gzip"},
                 auto_decompress=False,
             ) as resp:
                 if resp.status != 200:
@@ -76,8 +81,11 @@ async def scrape_once(
     except UnicodeDecodeError:
         return failed("invalid exposition: body is not UTF-8")
     try:
-        samples = await asyncio.to_thread(parse_exposition, text, sample_limit) \
-            if len(body) > 256 * 1024 else parse_exposition(text, sample_limit)
+        samples = (
+            await asyncio.to_thread(parse_exposition, text, sample_limit)
+            if len(body) > 256 * 1024
+            else parse_exposition(text, sample_limit)
+        )
     except ParseError as err:
         return failed(str(err))
     return ScrapeResult(target, now, time.perf_counter() - started, samples)
@@ -108,8 +116,9 @@ async def _read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 class Scraper:
     """Keeps one task per target and hands every result to the `on_scrape` callbacks."""
 
-    def __init__(self, on_scrape: Iterable[OnScrape], *, body_size_limit: int,
-                 sample_limit: int) -> None:
+    def __init__(
+        self, on_scrape: Iterable[OnScrape], *, body_size_limit: int, sample_limit: int
+    ) -> None:
         self._on_scrape = list(on_scrape)
         self._body_size_limit = body_size_limit
         self._sample_limit = sample_limit
@@ -154,8 +163,11 @@ class Scraper:
             wait = (offset - now) % target.interval
             await asyncio.sleep(wait)
             result = await scrape_once(
-                self._session, target, time.time(),
-                body_size_limit=self._body_size_limit, sample_limit=self._sample_limit,
+                self._session,
+                target,
+                time.time(),
+                body_size_limit=self._body_size_limit,
+                sample_limit=self._sample_limit,
             )
             if result.error:
                 log.info("scrape failed target=%s error=%s", target.url, result.error)

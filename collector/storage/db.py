@@ -18,14 +18,17 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-async def connect_pool(url: str, *, min_size: int = 1, max_size: int = 8,
-                       timeout: float = 10.0) -> asyncpg.Pool:
+async def connect_pool(
+    url: str, *, min_size: int = 1, max_size: int = 8, connect_timeout: float = 10.0
+) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, timeout=timeout, command_timeout=60
+            url, min_size=min_size, max_size=max_size, timeout=connect_timeout, command_timeout=60
         )
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, ValueError) as err:
-        raise DatabaseUnavailable(f"cannot connect to database {redact(url)}: {_reason(err)}") from err
+    except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as err:
+        raise DatabaseUnavailable(
+            f"cannot connect to database {redact(url)}: {_reason(err)}"
+        ) from err
     except asyncpg.InterfaceError as err:
         raise DatabaseUnavailable(f"cannot connect to database {redact(url)}: {err}") from err
     assert pool is not None

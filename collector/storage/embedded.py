@@ -60,7 +60,8 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/{database}?host={host}&port={port}"
 
     def _ensure_database(self) -> None:
-        out = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
+        # DATABASE is our own constant, not input.
+        out = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")  # noqa: S608
         if "(1 row)" not in out:
             self._server.psql(f"CREATE DATABASE {DATABASE};")
 

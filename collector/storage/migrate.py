@@ -54,9 +54,12 @@ async def migrate(pool: asyncpg.Pool) -> list[Migration]:
                     await conn.execute(migration.sql)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        migration.version, migration.name,
+                        migration.version,
+                        migration.name,
                     )
-                log.info("applied migration version=%03d name=%s", migration.version, migration.name)
+                log.info(
+                    "applied migration version=%03d name=%s", migration.version, migration.name
+                )
                 applied_now.append(migration)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)

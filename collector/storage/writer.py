@@ -65,8 +65,11 @@ class SampleWriter:
             await self._write(batch)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
             if not self._failing:
-                log.warning("database write failed, keeping %d scrapes queued error=%s",
-                            len(batch), str(err).splitlines()[0] if str(err) else type(err).__name__)
+                log.warning(
+                    "database write failed, keeping %d scrapes queued error=%s",
+                    len(batch),
+                    str(err).splitlines()[0] if str(err) else type(err).__name__,
+                )
                 self._failing = True
             return False
         for _ in batch:
@@ -107,8 +110,9 @@ class SampleWriter:
             await self._update_servers(conn, batch)
         self.written_samples += len(records)
 
-    async def _resolve(self, conn: asyncpg.Connection,
-                       keys: Iterable[tuple[bytes, int, str, Labels]]) -> None:
+    async def _resolve(
+        self, conn: asyncpg.Connection, keys: Iterable[tuple[bytes, int, str, Labels]]
+    ) -> None:
         unique = {k[0]: k for k in keys}
         hashes = list(unique)
         await conn.execute(

@@ -17,7 +17,18 @@ from vpsmon.exporter.metrics import MetricFamily, counter
 USER_HZ = 100.0
 
 # Column order of a "cpuN" line (proc(5)); the first eight are node_exporter's modes.
-_COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
+_COLUMNS = (
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+    "guest",
+    "guest_nice",
+)
 MODES = _COLUMNS[:8]
 
 
@@ -77,7 +88,5 @@ SPEC = CollectorSpec(
     name="cpu",
     help="Seconds each CPU spent in each mode (node_cpu_seconds_total) from /proc/stat.",
     create=stateless(collect),
-    settings=(
-        Setting("guest", parse_bool, True, "Also expose node_cpu_guest_seconds_total."),
-    ),
+    settings=(Setting("guest", parse_bool, True, "Also expose node_cpu_guest_seconds_total."),),
 )

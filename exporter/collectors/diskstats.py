@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
 from vpsmon.config import Setting, parse_regex
 from vpsmon.exporter.collectors.base import CollectorSpec, Context, stateless
 from vpsmon.exporter.metrics import MetricFamily, MetricType
@@ -135,9 +136,7 @@ def parse_diskstats(text: str) -> list[DiskStats]:
 
 
 def diskstats_families(disks: list[DiskStats], exclude: re.Pattern[str]) -> list[MetricFamily]:
-    families = [
-        MetricFamily(m.name, m.type, m.help, ("device",)) for m in DISK_METRICS
-    ]
+    families = [MetricFamily(m.name, m.type, m.help, ("device",)) for m in DISK_METRICS]
     for disk in disks:
         if exclude.search(disk.device):
             continue

@@ -92,7 +92,10 @@ def read_chips(sys: Path) -> list[Chip]:
 def hwmon_families(chips: list[Chip]) -> list[MetricFamily]:
     families: dict[str, MetricFamily] = {}
     names = gauge(
-        "node_hwmon_chip_names", "Annotation metric for human-readable chip names", "chip", "chip_name"
+        "node_hwmon_chip_names",
+        "Annotation metric for human-readable chip names",
+        "chip",
+        "chip_name",
     )
     labels = gauge(
         "node_hwmon_sensor_label",

@@ -1,4 +1,4 @@
-"""time: node_time_seconds, node_time_zone_offset_seconds and the clock source (node_exporter's time).
+"""time: node_time_seconds, the time zone offset and the clock source (node_exporter's time).
 
 The wall clock is what this collector measures, so it reads it in `collect` and hands it to
 the pure `time_families`.

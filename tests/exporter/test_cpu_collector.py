@@ -28,7 +28,9 @@ def test_cpu_line_with_a_bad_number_is_an_error() -> None:
 
 
 def test_cpu_seconds_have_node_exporters_eight_modes_per_cpu() -> None:
-    families = by_name(cpu_families(parse_cpu_times((FIXTURES / "proc" / "stat").read_text()), True))
+    families = by_name(
+        cpu_families(parse_cpu_times((FIXTURES / "proc" / "stat").read_text()), True)
+    )
     seconds = families["node_cpu_seconds_total"]
     assert seconds.type == "counter"
     assert seconds.label_names == ("cpu", "mode")
@@ -46,7 +48,12 @@ def test_cpu_seconds_have_node_exporters_eight_modes_per_cpu() -> None:
     }
     assert values[("1", "idle")] == 320.06
     guest = samples(families["node_cpu_guest_seconds_total"])
-    assert guest == {("0", "nice"): 0.03, ("0", "user"): 0.07, ("1", "nice"): 0.0, ("1", "user"): 0.0}
+    assert guest == {
+        ("0", "nice"): 0.03,
+        ("0", "user"): 0.07,
+        ("1", "nice"): 0.0,
+        ("1", "user"): 0.0,
+    }
 
 
 def test_cpu_guest_seconds_can_be_switched_off(fixture_context) -> None:

@@ -26,7 +26,9 @@ def test_diskstats_converts_sectors_to_bytes_and_milliseconds_to_seconds(fixture
     assert samples(families["node_disk_reads_completed_total"])[("vda",)] == 31242
     assert samples(families["node_disk_writes_completed_total"])[("vda",)] == 43744
     assert samples(families["node_disk_io_time_seconds_total"])[("vda",)] == pytest.approx(4.852)
-    assert samples(families["node_disk_flush_requests_time_seconds_total"])[("vda",)] == pytest.approx(0.09)
+    assert samples(families["node_disk_flush_requests_time_seconds_total"])[
+        ("vda",)
+    ] == pytest.approx(0.09)
     assert families["node_disk_io_now"].type == "gauge"
     assert families["node_disk_read_bytes_total"].label_names == ("device",)
 

@@ -52,7 +52,10 @@ def test_default_patterns_skip_pseudo_and_container_file_systems() -> None:
 
 
 def test_mount_points_under_rootfs_are_labelled_with_the_host_path() -> None:
-    mounts = [Mount("/dev/vda", "/host", "ext4", False), Mount("/dev/vdb", "/host/boot", "ext4", False)]
+    mounts = [
+        Mount("/dev/vda", "/host", "ext4", False),
+        Mount("/dev/vdb", "/host/boot", "ext4", False),
+    ]
     selected = select_mounts(
         mounts, Path("/host"), DEFAULT_MOUNT_POINTS_EXCLUDE, DEFAULT_FS_TYPES_EXCLUDE
     )
@@ -144,8 +147,8 @@ def test_filesystem_falls_back_to_self_mounts(fixture_context, tmp_path) -> None
 def test_filesystem_exclude_patterns_are_options(fixture_context) -> None:
     context = fixture_context(
         {
-            "filesystem.mount_points_exclude": re.compile("^/srv"),
-            "filesystem.fs_types_exclude": re.compile("^tmpfs$"),
+            "filesystem.mount_points_exclude": re.compile("^/(srv|proc|sys)($|/)"),
+            "filesystem.fs_types_exclude": re.compile("^(tmpfs|overlay)$"),
         },
         rootfs=Path("/"),
     )

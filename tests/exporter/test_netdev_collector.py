@@ -10,9 +10,7 @@ from vpsmon.exporter.collectors.netdev import SPEC, parse_netdev
 
 def test_netdev_names_columns_from_the_header() -> None:
     interfaces = parse_netdev(
-        "Inter-|   Receive |  Transmit\n"
-        " face |bytes packets|bytes packets\n"
-        "  eth0:10 2 30 4\n"
+        "Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n  eth0:10 2 30 4\n"
     )
     assert interfaces[0].device == "eth0"
     assert interfaces[0].values == {

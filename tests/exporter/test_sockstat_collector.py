@@ -9,7 +9,9 @@ from vpsmon.exporter.collectors.sockstat import SPEC, parse_sockstat
 
 
 def test_sockstat_parses_used_sockets_and_protocol_states() -> None:
-    stats = parse_sockstat("sockets: used 27\nTCP: inuse 11 orphan 0 mem 117\nFRAG: inuse 0 memory 0\n")
+    stats = parse_sockstat(
+        "sockets: used 27\nTCP: inuse 11 orphan 0 mem 117\nFRAG: inuse 0 memory 0\n"
+    )
     assert stats.sockets_used == 27
     assert stats.protocols == {
         ("TCP", "inuse"): 11,

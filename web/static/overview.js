@@ -116,6 +116,7 @@ function applyFilter() {
 }
 
 function snapshot(list) {
+  if (servers.size === 0) { cards.replaceChildren(); tbody.replaceChildren(); }
   const seen = new Set();
   for (const rec of list) {
     seen.add(rec.id);

@@ -1,0 +1,1 @@
+"""Collector tests: config, scrape, storage, live figures, accounts."""

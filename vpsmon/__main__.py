@@ -1,0 +1,3 @@
+from vpsmon.cli import main
+
+main()
