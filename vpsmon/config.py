@@ -272,9 +272,16 @@ def reference_markdown(title: str, settings: Iterable[Setting], env_prefix: str)
         "|---|---|---|---|",
     ]
     for s in settings:
-        default = "(secret)" if s.secret else _show_default(s.default)
+        if s.secret and s.default is not None:
+            default = "(secret)"
+        elif s.parse is parse_duration and isinstance(s.default, float):
+            default = f"`{s.default:g}s`"
+        else:
+            default = _show_default(s.default)
         env = f"`{s.env_name(env_prefix)}`" if s.from_env else "—"
-        lines.append(f"| `{s.name}` | {env} | {default} | {s.help} |")
+        # A | inside a cell (regex defaults) would end the cell.
+        cells = [f"`{s.name}`", env, default, s.help]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -285,6 +292,6 @@ def _show_default(value: Any) -> str:
         return f"`{value.pattern}`"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
-    if isinstance(value, list | dict) and not value:
+    if isinstance(value, list | dict | tuple) and not value:
         return "empty"
     return f"`{value}`"

@@ -39,7 +39,8 @@ class Proc:
         except subprocess.TimeoutExpired:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
-            raise AssertionError(f"process did not stop within {timeout}s:\n{self.output()}")
+            message = f"process did not stop within {timeout}s:\n{self.output()}"
+            raise AssertionError(message) from None
         finally:
             self._out.close()
 

@@ -74,7 +74,7 @@ async def test_up_starts_everything_stops_on_ctrl_c_and_reuses_data(tmp_path: Pa
         rc = first.stop(signal.SIGINT)  # what Ctrl-C sends
     assert rc == 0, first.output()
     assert "Traceback" not in first.output()
-    time.sleep(0.5)
+    await asyncio.sleep(0.5)
     assert leftovers(data_dir, [web_port, exporter_port]) == []
 
     second = Proc(args, base_env(), tmp_path / "up2.log")
@@ -95,5 +95,5 @@ async def test_up_starts_everything_stops_on_ctrl_c_and_reuses_data(tmp_path: Pa
     finally:
         rc = second.stop(signal.SIGTERM)
     assert rc == 0, second.output()
-    time.sleep(0.5)
+    await asyncio.sleep(0.5)
     assert leftovers(data_dir, [web_port, exporter_port]) == []
