@@ -101,6 +101,20 @@ def cli() -> None:
     """
 
 
+def config_option(file_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"{file_name} to read.",
+    )
+
+
+def data_dir_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=help)
+
+
 # ---------------------------------------------------------------- up
 
 
@@ -113,18 +127,8 @@ def cli() -> None:
     show_default=True,
     help="Address of the local exporter.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the embedded database lives [user data dir, e.g. ~/.local/share/vpsmon].",
-)
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="collector.yml to read.",
-)
+@data_dir_option("Where the embedded database lives [user data dir, e.g. ~/.local/share/vpsmon].")
+@config_option("collector.yml")
 def up(
     listen: str | None, exporter_listen: str, data_dir: Path | None, config_path: Path | None
 ) -> None:
@@ -208,7 +212,7 @@ async def _run_collector(config: Any, stop: asyncio.Event) -> None:
             if info.admin_password:
                 click.echo(f"First admin account: user admin, password {info.admin_password}")
                 if "VPSMON_ADMIN_PASSWORD" not in os.environ:
-                    click.echo("(shown once; change it after logging in)")
+                    click.echo("(shown once: keep it somewhere safe)")
             click.echo("Press Ctrl-C to stop.")
             sys.stdout.flush()
 
@@ -238,19 +242,9 @@ def collector() -> None:
 
 
 @collector.command("run")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="collector.yml to read.",
-)
+@config_option("collector.yml")
 @click.option("--listen", metavar="HOST:PORT", help="Web UI and API address [127.0.0.1:8080].")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Data directory (embedded database when no database URL is set).",
-)
+@data_dir_option("Data directory (embedded database when no database URL is set).")
 def collector_run(config_path: Path | None, listen: str | None, data_dir: Path | None) -> None:
     """Run the collector with its web UI.
 
@@ -303,13 +297,7 @@ def exporter() -> None:
 
 
 @exporter.command("run")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="exporter.yml to read.",
-)
+@config_option("exporter.yml")
 @click.option("--listen", metavar="HOST:PORT", help="Metrics address [0.0.0.0:9190].")
 @_collector_flags
 def exporter_run(config_path: Path | None, listen: str | None, **flags: bool | None) -> None:
@@ -365,18 +353,8 @@ def db() -> None:
 
 
 @db.command("migrate")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="collector.yml to read.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Data directory of the embedded database (when no database URL is set).",
-)
+@config_option("collector.yml")
+@data_dir_option("Data directory of the embedded database (when no database URL is set).")
 def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
     """Apply the sql/ migrations that are missing (also done on every start).
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, require
-from tests.e2e.procs import Proc, base_env, wait_http
+from tests.conftest import require
+from tests.e2e.procs import Slice
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "browser-password-1"
@@ -21,29 +21,11 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def site(tmp_path: Path, database_url: str) -> Iterator[str]:
-    exporter_port, web_port = free_port(), free_port()
-    exporter = Proc(
-        ["exporter", "run", "--listen", f"127.0.0.1:{exporter_port}"],
-        base_env(VPSMON_EXPORTER_INTERVAL="1s"),
-        tmp_path / "exporter.log",
-    )
-    config = tmp_path / "collector.yml"
-    config.write_text(
-        "scrape:\n  interval: 1s\ntargets:\n"
-        f"  - name: '{NAME}'\n    url: http://127.0.0.1:{exporter_port}/metrics\n"
-    )
-    collector = Proc(
-        ["collector", "run", "-c", str(config), "--listen", f"127.0.0.1:{web_port}"],
-        base_env(VPSMON_DATABASE_URL=database_url, VPSMON_ADMIN_PASSWORD=PASSWORD),
-        tmp_path / "collector.log",
-    )
+    running = Slice(tmp_path, database_url, NAME, PASSWORD)
     try:
-        wait_http(f"http://127.0.0.1:{exporter_port}/metrics", exporter)
-        wait_http(f"http://127.0.0.1:{web_port}/healthz", collector)
-        yield f"http://127.0.0.1:{web_port}"
+        yield running.base
     finally:
-        collector.stop()
-        exporter.stop()
+        running.stop()
 
 
 def test_overview_shows_live_values_that_change_without_reload(

@@ -62,3 +62,39 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VPSMON_")}
     env.update(extra)
     return env
+
+
+class Slice:
+    """An exporter and a collector (with its web UI) started as a user would start them."""
+
+    def __init__(self, tmp_path: Path, database_url: str, server_name: str, password: str) -> None:
+        from tests.conftest import free_port
+
+        self.exporter_port, self.web_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.web_port}"
+        self.exporter = Proc(
+            ["exporter", "run", "--listen", f"127.0.0.1:{self.exporter_port}"],
+            base_env(VPSMON_EXPORTER_INTERVAL="1s"),
+            tmp_path / "exporter.log",
+        )
+        config = tmp_path / "collector.yml"
+        config.write_text(
+            "scrape:\n  interval: 1s\ntargets:\n"
+            f"  - name: '{server_name}'\n"
+            f"    url: http://127.0.0.1:{self.exporter_port}/metrics\n"
+        )
+        self.collector = Proc(
+            ["collector", "run", "-c", str(config), "--listen", f"127.0.0.1:{self.web_port}"],
+            base_env(VPSMON_DATABASE_URL=database_url, VPSMON_ADMIN_PASSWORD=password),
+            tmp_path / "collector.log",
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{self.exporter_port}/metrics", self.exporter)
+            wait_http(f"{self.base}/healthz", self.collector)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> tuple[int, int]:
+        """Stop both (SIGTERM); returns their exit codes (collector, exporter)."""
+        return self.collector.stop(), self.exporter.stop()

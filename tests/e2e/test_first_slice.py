@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import free_port, require_binary
-from tests.e2e.procs import Proc, base_env, wait_http
+from tests.e2e.procs import Proc, Slice, base_env, wait_http
 
 PASSWORD = "e2e-password-123"
 SERVER_NAME = "e2e-box"
@@ -46,26 +46,9 @@ def mem_total_bytes() -> float:
 async def test_exporter_collector_and_web_show_the_server_and_its_samples(
     tmp_path: Path, database_url: str
 ) -> None:
-    exporter_port, web_port = free_port(), free_port()
-    exporter = Proc(
-        ["exporter", "run", "--listen", f"127.0.0.1:{exporter_port}"],
-        base_env(VPSMON_EXPORTER_INTERVAL="1s"),
-        tmp_path / "exporter.log",
-    )
-    config = tmp_path / "collector.yml"
-    config.write_text(
-        "scrape:\n  interval: 1s\ntargets:\n"
-        f"  - name: {SERVER_NAME}\n    url: http://127.0.0.1:{exporter_port}/metrics\n"
-    )
-    collector = Proc(
-        ["collector", "run", "-c", str(config), "--listen", f"127.0.0.1:{web_port}"],
-        base_env(VPSMON_DATABASE_URL=database_url, VPSMON_ADMIN_PASSWORD=PASSWORD),
-        tmp_path / "collector.log",
-    )
-    base = f"http://127.0.0.1:{web_port}"
+    running = Slice(tmp_path, database_url, SERVER_NAME, PASSWORD)
+    base, exporter_port = running.base, running.exporter_port
     try:
-        wait_http(f"http://127.0.0.1:{exporter_port}/metrics", exporter)
-        wait_http(f"{base}/healthz", collector)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             await login(http, base, PASSWORD)
 
@@ -84,7 +67,7 @@ async def test_exporter_collector_and_web_show_the_server_and_its_samples(
                     if stored:
                         break
                     await asyncio.sleep(0.2)
-                assert stored is not None, collector.output()
+                assert stored is not None, running.collector.output()
                 assert stored["value"] == mem_total_bytes()
                 labels = json.loads(stored["labels"])
                 assert labels["job"] == "vpsmon"
@@ -124,11 +107,10 @@ async def test_exporter_collector_and_web_show_the_server_and_its_samples(
                         seen.append(live["last_seen"])
                 assert len(seen) == 2 and seen[1] > seen[0], "no live updates arrived"
     finally:
-        collector_rc = collector.stop()
-        exporter_rc = exporter.stop()
-    assert collector_rc == 0, collector.output()
-    assert exporter_rc == 0, exporter.output()
-    assert "Traceback" not in collector.output()
+        collector_rc, exporter_rc = running.stop()
+    assert collector_rc == 0, running.collector.output()
+    assert exporter_rc == 0, running.exporter.output()
+    assert "Traceback" not in running.collector.output()
 
 
 ALLOWED_LINT = re.compile(
