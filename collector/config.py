@@ -27,6 +27,15 @@ ENV_PREFIX = "VPSMON_"
 
 
 def default_data_dir() -> Path:
+    """The user's data dir; /var/lib/vpsmon for root.
+
+    As root the embedded PostgreSQL runs as an unprivileged system user, which must be able to
+    reach its data directory; under /root that would mean opening /root to everyone.
+    """
+    import os
+
+    if os.geteuid() == 0:
+        return Path("/var/lib/vpsmon")
     import platformdirs
 
     return Path(platformdirs.user_data_dir("vpsmon"))
@@ -86,7 +95,7 @@ SETTINGS: tuple[Setting, ...] = (
         parse_path,
         None,
         "Where the embedded database and local state live (default: the user's data dir, "
-        "e.g. ~/.local/share/vpsmon).",
+        "e.g. ~/.local/share/vpsmon; /var/lib/vpsmon for root).",
     ),
     Setting("scrape.interval", parse_duration, 15.0, "Default scrape interval per target."),
     Setting(

@@ -127,7 +127,9 @@ def data_dir_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., A
     show_default=True,
     help="Address of the local exporter.",
 )
-@data_dir_option("Where the embedded database lives [user data dir, e.g. ~/.local/share/vpsmon].")
+@data_dir_option(
+    "Where the embedded database lives [~/.local/share/vpsmon; /var/lib/vpsmon for root]."
+)
 @config_option("collector.yml")
 def up(
     listen: str | None, exporter_listen: str, data_dir: Path | None, config_path: Path | None

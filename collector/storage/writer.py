@@ -91,10 +91,12 @@ class SampleWriter:
                 if key not in self._series_ids:
                     keys.append((key, result.target.server_id, sample.name, labels))
                 rows.append((key, ts, sample.value))
+        found: dict[bytes, int] = {}
         async with self._pool.acquire() as conn, conn.transaction():
             if keys:
-                await self._resolve(conn, keys)
-            ids = self._series_ids
+                found = await self._resolve(conn, keys)
+            # New ids join the cache only after commit: a rolled-back series row is gone.
+            ids = {**self._series_ids, **found}
             # A key still unknown belongs to a server deleted while its scrape was queued.
             records = [(ids[k], ts, v) for k, ts, v in rows if k in ids]
             await conn.execute(
@@ -108,11 +110,12 @@ class SampleWriter:
                 "INSERT INTO samples SELECT * FROM samples_stage ON CONFLICT DO NOTHING"
             )
             await self._update_servers(conn, batch)
+        self._series_ids.update(found)
         self.written_samples += len(records)
 
     async def _resolve(
         self, conn: asyncpg.Connection, keys: Iterable[tuple[bytes, int, str, Labels]]
-    ) -> None:
+    ) -> dict[bytes, int]:
         unique = {k[0]: k for k in keys}
         hashes = list(unique)
         await conn.execute(
@@ -123,13 +126,13 @@ class SampleWriter:
             " ON CONFLICT (labels_hash) DO NOTHING",
             [unique[h][1] for h in hashes],
             [unique[h][2] for h in hashes],
-            [json.dumps(dict(unique[h][3])) for h in hashes],
+            [json.dumps({k: _text(v) for k, v in unique[h][3]}) for h in hashes],
             hashes,
         )
-        for row in await conn.fetch(
+        rows = await conn.fetch(
             "SELECT id, labels_hash FROM series WHERE labels_hash = ANY($1::bytea[])", hashes
-        ):
-            self._series_ids[bytes(row["labels_hash"])] = row["id"]
+        )
+        return {bytes(row["labels_hash"]): row["id"] for row in rows}
 
     async def _update_servers(self, conn: asyncpg.Connection, batch: list[ScrapeResult]) -> None:
         latest: dict[int, ScrapeResult] = {}
@@ -139,8 +142,16 @@ class SampleWriter:
             "UPDATE servers SET last_error = $2,"
             " last_seen_at = CASE WHEN $2::text IS NULL THEN $3 ELSE last_seen_at END"
             " WHERE id = $1",
-            [(sid, r.error, datetime.fromtimestamp(r.timestamp, UTC)) for sid, r in latest.items()],
+            [
+                (sid, _text(r.error), datetime.fromtimestamp(r.timestamp, UTC))
+                for sid, r in latest.items()
+            ],
         )
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text and jsonb cannot hold NUL; an exporter's garbage must not fail a batch."""
+    return value.replace("\x00", "\ufffd") if value else value
 
 
 def _merge(sample_labels: Labels, target_labels: Labels) -> Labels:
