@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import free_port
-from vpsmon.collector.scrape.loop import ScrapeResult, Scraper, scrape_once
+from vpsmon.collector.scrape.loop import Scraper, ScrapeResult, scrape_once
 from vpsmon.collector.scrape.parse import Sample
 from vpsmon.collector.scrape.target import Target
 
