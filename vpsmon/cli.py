@@ -322,13 +322,15 @@ def exporter_run(config_path: Path | None, listen: str | None, **flags: bool | N
         setup_logging()
 
         async def main(stop: asyncio.Event) -> None:
-            from vpsmon.collector.app import serve_site
-            from vpsmon.exporter.server import create_app
+            # The exporter's own serve(): TLS when configured, and no import of the collector
+            # package, which the light exporter install does not have.
+            from vpsmon.exporter.server import serve
 
-            runner = await serve_site(create_app(config), config.listen.host, config.listen.port)
+            runner = await serve(config)
             log.info(
-                "exporter listening address=%s collectors=%s",
+                "exporter listening address=%s scheme=%s collectors=%s",
                 config.listen,
+                "https" if config.tls.enabled else "http",
                 ",".join(config.enabled),
             )
             try:
@@ -337,6 +339,42 @@ def exporter_run(config_path: Path | None, listen: str | None, **flags: bool | N
                 await runner.cleanup()
 
         run_until_signal(main)
+
+    guarded(run)
+
+
+@exporter.command("fingerprint")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="exporter.yml to read.",
+)
+def exporter_fingerprint(config_path: Path | None) -> None:
+    """Print the SHA-256 fingerprint of the exporter's TLS certificate (sha256:HEX).
+
+    The collector pins this value when the server is enrolled. The certificate is
+    tls.cert_file, else the one made in state_dir on the first start with tls.auto.
+
+    \b
+    Examples:
+      vpsmon exporter fingerprint
+      vpsmon exporter fingerprint -c /etc/vpsmon/exporter.yml
+    """
+
+    def run() -> None:
+        from vpsmon.exporter.config import load_config
+        from vpsmon.exporter.security import auto_paths, fingerprint
+
+        config = load_config(config_path)
+        cert = config.tls.cert_file or auto_paths(config.resolved_state_dir()).cert
+        if config.tls.cert_file is None and not cert.exists():
+            raise UserError(
+                f"no certificate at {cert} yet: start the exporter once with tls.auto: true,"
+                " or set tls.cert_file"
+            )
+        click.echo(fingerprint(cert))  # a CertificateError is an OSError: guarded() says it
 
     guarded(run)
 

@@ -45,6 +45,7 @@ class Setting:
 
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNIT_ORDER = ("y", "w", "d", "h", "m", "s", "ms")
 _DURATION_UNITS = {
     "ms": 0.001,
     "s": 1.0,
@@ -67,10 +68,16 @@ def parse_duration(value: Any) -> float:
     text = str(value).strip()
     pos = 0
     total = 0.0
+    order = list(_UNIT_ORDER)
     for match in _DURATION_RE.finditer(text):
         if match.start() != pos:
             break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        unit = match.group(2)
+        # As Prometheus: each unit at most once, largest first ("1h30m", not "30m1h" or "1m1m").
+        if unit not in order:
+            raise ValueError(f"expected units from largest to smallest, each once, got {text!r}")
+        order = order[order.index(unit) + 1 :]
+        total += float(match.group(1)) * _DURATION_UNITS[unit]
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"expected a duration such as 15s or 1m, got {text!r}")

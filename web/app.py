@@ -66,12 +66,20 @@ def create_app(config: CollectorConfig, pool: asyncpg.Pool, head: Head) -> web.A
 
 @web.middleware
 async def security_headers(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects and errors raised by handlers need them too
+        _add_security_headers(exc.headers)
+        raise
+    _add_security_headers(response.headers)
     return response
+
+
+def _add_security_headers(headers: Any) -> None:
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
 
 
 @web.middleware

@@ -13,7 +13,7 @@ from vpsmon.collector import accounts
 
 SESSION_COOKIE = "vpsmon_session"
 LOGIN_CSRF_COOKIE = "vpsmon_login_csrf"
-SESSION_KEY = "vpsmon.session"  # request key holding accounts.Session | None
+SESSION_KEY: web.RequestKey[accounts.Session | None] = web.RequestKey("session")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

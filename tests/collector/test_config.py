@@ -190,7 +190,9 @@ def test_durations_are_read_in_prometheus_style(text: object, seconds: float) ->
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "15", "15 s", "fast", "s", "-5s", "1m-30s", "10x", "0s", 0])
+@pytest.mark.parametrize(
+    "text", ["", "15", "15 s", "fast", "s", "-5s", "1m-30s", "10x", "0s", 0, "1m1m", "30s1m"]
+)
 def test_a_malformed_or_non_positive_duration_is_refused(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)

@@ -326,6 +326,10 @@ async def test_pages_and_the_api_send_security_headers(site: Site) -> None:
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
     check(await site.client.get("/login"))
+    # Raised answers (redirects, 401, 404) carry them as well.
+    check(await site.client.get("/", allow_redirects=False))
+    check(await site.client.get("/api/servers"))
+    check(await site.client.get("/no-such-page"))
     await site.login()
     check(await site.client.get("/"))
     check(await site.client.get("/api/servers"))
