@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 from collections import deque
@@ -21,6 +22,24 @@ from vpsmon.collector.scrape.loop import ScrapeResult
 from vpsmon.collector.scrape.target import Labels
 
 log = logging.getLogger("vpsmon.writer")
+
+# Scrapes per transaction: large enough for COPY to pay off, small enough to retry cheaply.
+BATCH = 500
+
+# SQLSTATE classes that mean "the database refused this data" (data exception, integrity
+# constraint, program limit): retrying cannot help. Anything else (connection lost, shutdown,
+# too many connections, locks, a database not accepting connections) is "away": keep and retry.
+_REFUSED_CLASSES = ("22", "23", "54")
+
+
+def _refused(err: BaseException) -> bool:
+    state = getattr(err, "sqlstate", None) or ""
+    return isinstance(err, asyncpg.PostgresError) and state[:2] in _REFUSED_CLASSES
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err)
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def series_hash(name: str, labels: Labels) -> bytes:
@@ -38,6 +57,7 @@ class SampleWriter:
         self.dropped = 0
         self.written_samples = 0
         self._failing = False
+        self.rejected = 0
 
     async def append(self, result: ScrapeResult) -> None:
         if len(self._pending) >= self._max_pending:
@@ -57,26 +77,51 @@ class SampleWriter:
             await self.flush()
 
     async def flush(self) -> bool:
-        """Write everything queued; False (and the batch kept) if the database failed."""
-        if not self._pending:
-            return True
-        batch = list(self._pending)
-        try:
-            await self._write(batch)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
-            if not self._failing:
-                log.warning(
-                    "database write failed, keeping %d scrapes queued error=%s",
-                    len(batch),
-                    str(err).splitlines()[0] if str(err) else type(err).__name__,
+        """Write everything queued, in order, in chunks of `BATCH` scrapes.
+
+        Returns False, keeping the unwritten scrapes queued, when the database is away. A chunk
+        the database refuses for its content (not for being away) is set aside and counted in
+        `rejected`, so one bad scrape cannot stop every write behind it.
+        """
+        while self._pending:
+            batch = list(itertools.islice(self._pending, BATCH))
+            try:
+                await self._write(batch)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                if _refused(err):
+                    # Find the scrapes it refuses, one at a time; keep the rest.
+                    if not await self._write_each(batch):
+                        return False
+                    continue
+                if not self._failing:
+                    log.warning(
+                        "database write failed, keeping %d scrapes queued error=%s",
+                        len(self._pending),
+                        _first_line(err),
+                    )
+                    self._failing = True
+                return False
+            for _ in batch:
+                self._pending.popleft()
+            if self._failing:
+                log.info("database writes resumed")
+                self._failing = False
+        return True
+
+    async def _write_each(self, batch: list[ScrapeResult]) -> bool:
+        for result in batch:
+            try:
+                await self._write([result])
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                if not _refused(err):
+                    return False
+                self.rejected += 1
+                log.error(
+                    "database refused a scrape, dropping it target=%s error=%s",
+                    result.target.url,
+                    _first_line(err),
                 )
-                self._failing = True
-            return False
-        for _ in batch:
             self._pending.popleft()
-        if self._failing:
-            log.info("database writes resumed")
-            self._failing = False
         return True
 
     async def _write(self, batch: list[ScrapeResult]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import urllib.parse
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -346,3 +347,21 @@ async def test_a_scrape_error_with_a_nul_byte_does_not_block_the_writer(
     error = await pool.fetchval("SELECT last_error FROM servers")
     assert error.startswith("invalid exposition: invalid metric name:a")
     assert "\x00" not in error
+
+
+async def test_a_scrape_the_database_refuses_is_dropped_alone_and_the_rest_is_stored(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_server(pool)
+    writer = SampleWriter(pool, "node")
+    # A metric name too long (and too random to compress) for a btree index entry:
+    # PostgreSQL refuses the series row.
+    poison = ScrapeResult(target, T0 + 15, 0.01, [Sample(secrets.token_hex(20_000), (), 1.0)])
+    await writer.append(good_result(target, T0))
+    await writer.append(poison)
+    await writer.append(good_result(target, T0 + 30))
+    assert await writer.flush() is True
+    assert writer.pending == 0
+    assert writer.rejected == 1
+    times = [r["ts"] for r in await pool.fetch("SELECT DISTINCT ts FROM samples ORDER BY ts")]
+    assert times == [datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 30, UTC)]
