@@ -162,13 +162,18 @@ class Scraper:
             # Next slot on this target's own grid: k * interval + offset.
             wait = (offset - now) % target.interval
             await asyncio.sleep(wait)
-            result = await scrape_once(
-                self._session,
-                target,
-                time.time(),
-                body_size_limit=self._body_size_limit,
-                sample_limit=self._sample_limit,
-            )
+            started = time.time()
+            try:
+                result = await scrape_once(
+                    self._session,
+                    target,
+                    started,
+                    body_size_limit=self._body_size_limit,
+                    sample_limit=self._sample_limit,
+                )
+            except Exception as err:  # one target's surprise must not end its loop
+                log.exception("scrape crashed target=%s", target.url)
+                result = ScrapeResult(target, started, 0.0, [], f"internal error: {err!r}")
             if result.error:
                 log.info("scrape failed target=%s error=%s", target.url, result.error)
             for callback in self._on_scrape:

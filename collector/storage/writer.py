@@ -74,7 +74,10 @@ class SampleWriter:
     async def run(self, interval: float = 1.0) -> None:
         while True:
             await asyncio.sleep(interval)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # the writer must outlive any surprise; the queue is kept
+                log.exception("flush failed unexpectedly")
 
     async def flush(self) -> bool:
         """Write everything queued, in order, in chunks of `BATCH` scrapes.
@@ -87,7 +90,7 @@ class SampleWriter:
             batch = list(itertools.islice(self._pending, BATCH))
             try:
                 await self._write(batch)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            except Exception as err:  # asyncpg also raises InternalClientError on a dying link
                 if _refused(err):
                     # Find the scrapes it refuses, one at a time; keep the rest.
                     if not await self._write_each(batch):
@@ -112,7 +115,7 @@ class SampleWriter:
         for result in batch:
             try:
                 await self._write([result])
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            except Exception as err:
                 if not _refused(err):
                     return False
                 self.rejected += 1
