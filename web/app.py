@@ -22,7 +22,7 @@ from vpsmon.collector.head import Head
 from vpsmon.collector.live import summarize
 from vpsmon.collector.servers import list_servers
 from vpsmon.web import auth
-from vpsmon.web.i18n import LANGUAGES, MESSAGES, pick_language
+from vpsmon.web.i18n import LANGUAGES, messages, pick_language
 from vpsmon.web.keys import CONFIG, HEAD, HUB, LIMITER, POOL
 from vpsmon.web.live import LiveHub, snapshot_message
 
@@ -104,20 +104,20 @@ def _language(request: web.Request) -> str:
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     lang = _language(request)
-    messages = MESSAGES[lang]
+    texts = messages()[lang]
     session = auth.current_session(request)
     page = (
         request.app[TEMPLATES]
         .get_template(template)
         .render(
-            t=messages,
+            t=texts,
             lang=lang,
             languages=LANGUAGES,
             version=__version__,
             user=session.user if session else None,
             csrf_token=session.csrf_token if session else "",
             static=lambda path: request.app.router["static"].url_for(filename=path),
-            messages_json=json.dumps(messages),
+            messages_json=json.dumps(texts),
             **context,
         )
     )
@@ -151,7 +151,7 @@ async def login_page(
 
 async def login_submit(request: web.Request) -> web.Response:
     form = await request.post()
-    t = MESSAGES[_language(request)]
+    t = messages()[_language(request)]
     cookie = request.cookies.get(auth.LOGIN_CSRF_COOKIE, "")
     field = str(form.get("csrf_token", ""))
     if not cookie or not secrets.compare_digest(cookie, field):

@@ -1,87 +1,53 @@
-"""English and Simplified Chinese UI strings. The browser's language picks one by default."""
+"""English and Simplified Chinese UI strings. The browser's language picks one by default.
+
+Strings live in web/messages/*.yml, one file per area of the UI, each key mapping to
+``{en: ..., zh-CN: ...}``. Keeping areas in separate files lets features add their strings
+without touching each other's; a key defined twice, or missing a language, is an error.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+import yaml
 
 LANGUAGES = ("en", "zh-CN")
+MESSAGES_DIR = Path(__file__).parent / "messages"
 
-MESSAGES: Mapping[str, Mapping[str, str]] = {
-    "en": {
-        "title": "vpsmon",
-        "login.heading": "Sign in",
-        "login.username": "Username",
-        "login.password": "Password",
-        "login.submit": "Sign in",
-        "login.failed": "Wrong username or password.",
-        "login.limited": "Too many failed attempts. Try again in a few minutes.",
-        "login.expired": "The form expired. Please try again.",
-        "nav.servers": "Servers",
-        "nav.logout": "Sign out",
-        "overview.heading": "Servers",
-        "overview.search": "Search servers",
-        "overview.empty": "No servers yet.",
-        "overview.online": "online",
-        "overview.offline": "offline",
-        "overview.waiting": "waiting for first scrape",
-        "overview.summary": "{online} of {total} online",
-        "col.name": "Name",
-        "col.status": "Status",
-        "col.cpu": "CPU",
-        "col.memory": "Memory",
-        "col.disk": "Disk",
-        "col.load": "Load",
-        "col.net": "Network ↓/↑",
-        "col.uptime": "Uptime",
-        "col.os": "OS",
-        "col.last_seen": "Last seen",
-        "live.connected": "live",
-        "live.disconnected": "reconnecting…",
-        "unit.days": "d",
-        "unit.hours": "h",
-        "unit.minutes": "m",
-        "unit.ago": "{value} ago",
-        "view.cards": "Cards",
-        "view.table": "Table",
-    },
-    "zh-CN": {
-        "title": "vpsmon",
-        "login.heading": "登录",
-        "login.username": "用户名",
-        "login.password": "密码",
-        "login.submit": "登录",
-        "login.failed": "用户名或密码错误。",
-        "login.limited": "失败次数过多，请几分钟后再试。",
-        "login.expired": "表单已过期，请重试。",
-        "nav.servers": "服务器",
-        "nav.logout": "退出登录",
-        "overview.heading": "服务器",
-        "overview.search": "搜索服务器",
-        "overview.empty": "还没有服务器。",
-        "overview.online": "在线",
-        "overview.offline": "离线",
-        "overview.waiting": "等待首次采集",
-        "overview.summary": "{online} / {total} 在线",
-        "col.name": "名称",
-        "col.status": "状态",
-        "col.cpu": "CPU",
-        "col.memory": "内存",
-        "col.disk": "磁盘",
-        "col.load": "负载",
-        "col.net": "网络 ↓/↑",
-        "col.uptime": "运行时间",
-        "col.os": "系统",
-        "col.last_seen": "最后在线",
-        "live.connected": "实时",
-        "live.disconnected": "正在重连…",
-        "unit.days": "天",
-        "unit.hours": "小时",
-        "unit.minutes": "分钟",
-        "unit.ago": "{value}前",
-        "view.cards": "卡片",
-        "view.table": "表格",
-    },
-}
+
+class MessageError(ValueError):
+    """A message catalogue is malformed."""
+
+
+def load_messages(directory: Path = MESSAGES_DIR) -> dict[str, dict[str, str]]:
+    """Merge every catalogue in ``directory`` into ``{language: {key: text}}``."""
+    merged: dict[str, dict[str, str]] = {lang: {} for lang in LANGUAGES}
+    origin: dict[str, str] = {}
+    for path in sorted(directory.glob("*.yml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise MessageError(f"{path.name}: expected a mapping of message keys")
+        for key, texts in data.items():
+            if key in origin:
+                raise MessageError(f"{path.name}: key {key!r} is already defined in {origin[key]}")
+            if not isinstance(texts, dict) or set(texts) != set(LANGUAGES):
+                raise MessageError(
+                    f"{path.name}: key {key!r} must have exactly the languages {LANGUAGES}"
+                )
+            for lang in LANGUAGES:
+                if not isinstance(texts[lang], str) or not texts[lang]:
+                    raise MessageError(f"{path.name}: key {key!r} has an empty {lang} text")
+                merged[lang][key] = texts[lang]
+            origin[key] = path.name
+    return merged
+
+
+@cache
+def messages() -> Mapping[str, Mapping[str, str]]:
+    """The shipped catalogues, loaded once per process."""
+    return load_messages()
 
 
 def pick_language(cookie: str | None, accept_language: str | None) -> str:

@@ -1,0 +1,105 @@
+"""What readers of stored samples (PromQL engine, dashboards, API) ask the storage for.
+
+This module is the contract between the storage and everything that reads it. Readers depend
+on `SampleSource` and these value types only, never on table layouts, so the storage can
+change how it keeps samples (raw partitions, compressed chunks, rollups, TimescaleDB) freely.
+
+Label matching follows Prometheus: ``=``, ``!=``, ``=~``, ``!~``; regular expressions are
+fully anchored, and a label that is absent matches as the empty string
+(https://prometheus.io/docs/prometheus/latest/querying/basics/#instant-vector-selectors).
+Staleness markers (Prometheus' StaleNaN bit pattern) are returned like any value; use
+`is_stale_marker` to recognise them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal, Protocol
+
+MatchOp = Literal["=", "!=", "=~", "!~"]
+
+# Prometheus' staleness marker: a NaN with this exact bit pattern (model/value/value.go).
+STALE_NAN_BITS = 0x7FF0000000000002
+STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
+
+
+def is_stale_marker(value: float) -> bool:
+    return math.isnan(value) and struct.unpack("<Q", struct.pack("<d", value))[0] == STALE_NAN_BITS
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One label matcher; ``name`` may be ``__name__`` for the metric name."""
+
+    name: str
+    op: MatchOp
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.op not in ("=", "!=", "=~", "!~"):
+            raise ValueError(f"unknown match operator {self.op!r}")
+        if self.op in ("=~", "!~"):
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from None
+
+    @cached_property
+    def _regex(self) -> re.Pattern[str]:
+        return re.compile(f"(?:{self.value})\\Z", re.DOTALL)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        actual = labels.get(self.name, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        found = self._regex.match(actual) is not None
+        return found if self.op == "=~" else not found
+
+
+@dataclass(slots=True)
+class SeriesSamples:
+    """One series and its samples in a time range, oldest first.
+
+    ``labels`` includes ``__name__``. Timestamps are Unix seconds (float, millisecond
+    precision as Prometheus keeps them).
+    """
+
+    labels: dict[str, str]
+    timestamps: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+class SampleSource(Protocol):
+    """Read access to stored samples (head and database together)."""
+
+    async def select(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[SeriesSamples]:
+        """Every series matching all ``matchers`` with its samples in ``[start, end]``.
+
+        Series with no sample in the range are left out.
+        """
+        ...
+
+    async def series(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[dict[str, str]]:
+        """Label sets of the series matching ``matchers`` that have samples in the range."""
+        ...
+
+    async def label_names(self, matchers: Sequence[Matcher], start: float, end: float) -> list[str]:
+        """Sorted label names (including ``__name__``) of the matching series."""
+        ...
+
+    async def label_values(
+        self, name: str, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[str]:
+        """Sorted distinct values of label ``name`` among the matching series."""
+        ...
