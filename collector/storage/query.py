@@ -18,7 +18,7 @@ import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import lru_cache
 from typing import Literal, Protocol
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
@@ -30,6 +30,12 @@ STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
 
 def is_stale_marker(value: float) -> bool:
     return math.isnan(value) and struct.unpack("<Q", struct.pack("<d", value))[0] == STALE_NAN_BITS
+
+
+@lru_cache(maxsize=4096)
+def _anchored(pattern: str) -> re.Pattern[str]:
+    # A module-level cache: Matcher has __slots__, so it cannot cache on the instance.
+    return re.compile(f"(?:{pattern})\\Z", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +55,13 @@ class Matcher:
             except re.error as exc:
                 raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from None
 
-    @cached_property
-    def _regex(self) -> re.Pattern[str]:
-        return re.compile(f"(?:{self.value})\\Z", re.DOTALL)
-
     def matches(self, labels: Mapping[str, str]) -> bool:
         actual = labels.get(self.name, "")
         if self.op == "=":
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        found = self._regex.match(actual) is not None
+        found = _anchored(self.value).match(actual) is not None
         return found if self.op == "=~" else not found
 
 

@@ -1,0 +1,85 @@
+"""The chart reader: series over a range at about 1,000 points, from raw data or rollups.
+
+A chart of a week does not need 40,000 raw samples per series: it needs one point per pixel
+column, with the minimum and maximum so that spikes stay visible. The step is chosen from a
+list of round durations so points land on clock-aligned buckets, and the store picks the
+coarsest resolution (raw, 1 minute, 1 hour) that is still finer than the step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from vpsmon.collector.storage import store
+from vpsmon.collector.storage.query import Matcher
+from vpsmon.collector.storage.reader import StorageReader
+from vpsmon.collector.storage.store import Buckets
+
+# Round steps, in seconds: a chart's buckets align to the clock (…:00, …:15, midnight UTC).
+NICE_STEPS = (
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800,
+    3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800,
+)  # fmt: skip
+DEFAULT_POINTS = 1000
+MAX_POINTS = 10_000
+
+
+def choose_step(start: float, end: float, points: int = DEFAULT_POINTS) -> float:
+    """The smallest round step that gives at most ``points`` buckets over ``[start, end]``."""
+    if end < start:
+        raise ValueError("end is before start")
+    if not 1 <= points <= MAX_POINTS:
+        raise ValueError(f"points must be between 1 and {MAX_POINTS}")
+    wanted = (end - start) / points
+    for step in NICE_STEPS:
+        if step >= wanted:
+            return float(step)
+    return float(math.ceil(wanted / 86400) * 86400)
+
+
+@dataclass(slots=True)
+class ChartSeries:
+    labels: dict[str, str]  # including __name__
+    buckets: Buckets
+
+
+@dataclass(slots=True)
+class Chart:
+    start: float
+    end: float
+    step: float
+    resolution: str  # "raw", "1m" or "1h": what the buckets were computed from
+    series: list[ChartSeries] = field(default_factory=list)
+
+
+@dataclass
+class ChartReader:
+    reader: StorageReader
+
+    async def chart(
+        self,
+        matchers: Sequence[Matcher],
+        start: float,
+        end: float,
+        *,
+        server_id: int | None = None,
+        points: int = DEFAULT_POINTS,
+    ) -> Chart:
+        """Series matching ``matchers`` (on one server if ``server_id``) in buckets."""
+        step = choose_step(start, end, points)
+        refs = await self.reader.find_series(matchers, server_id=server_id)
+        ids = [r.id for r in refs]
+        found: dict[int, Buckets] = {}
+        resolution = "raw"
+        if ids:
+            async with self.reader.pool.acquire() as conn:
+                found, resolution = await store.fetch_buckets(conn, ids, start, end, step)
+        chart = Chart(start, end, step, resolution)
+        for ref in refs:
+            buckets = found.get(ref.id)
+            if buckets is not None and buckets.timestamps:
+                chart.series.append(ChartSeries(dict(ref.labels), buckets))
+        chart.series.sort(key=lambda s: sorted(s.labels.items()))
+        return chart
