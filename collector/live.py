@@ -100,6 +100,10 @@ def summarize(state: ServerState) -> dict[str, Any]:
             "os": _info_label(cur, "node_os_info", "pretty_name"),
             "kernel": _info_label(cur, "node_uname_info", "release"),
             "hostname": _info_label(cur, "node_uname_info", "nodename"),
+            "arch": _info_label(cur, "node_uname_info", "machine"),
+            "cpu_model": _info_label(cur, "vpsmon_host_info", "cpu_model"),
+            "virtualization": _info_label(cur, "vpsmon_host_info", "virtualization"),
+            "boot_time": boot,
         }
     )
     return out

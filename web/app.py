@@ -21,9 +21,11 @@ from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
 from vpsmon.collector.live import summarize
 from vpsmon.collector.servers import list_servers
-from vpsmon.web import auth
+from vpsmon.collector.traffic import TrafficAccountant
+from vpsmon.web import auth, detail, servers
+from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
-from vpsmon.web.keys import CONFIG, HEAD, HUB, LIMITER, POOL
+from vpsmon.web.keys import CONFIG, HEAD, HUB, LIMITER, POOL, TRAFFIC
 from vpsmon.web.live import LiveHub, snapshot_message
 
 HERE = Path(__file__).parent
@@ -35,20 +37,30 @@ CSP = (
 )
 
 
-def create_app(config: CollectorConfig, pool: asyncpg.Pool, head: Head) -> web.Application:
+def create_app(
+    config: CollectorConfig,
+    pool: asyncpg.Pool,
+    head: Head,
+    traffic: TrafficAccountant | None = None,
+) -> web.Application:
     app = web.Application(
         middlewares=[security_headers, session_middleware], client_max_size=1024 * 1024
     )
     app[CONFIG] = config
     app[POOL] = pool
     app[HEAD] = head
-    app[HUB] = hub = LiveHub()
     app[LIMITER] = auth.LoginLimiter()
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,  # every value shown is escaped; names may be hostile (issue #5)
         undefined=jinja2.StrictUndefined,
     )
+    if traffic is None:  # the overview shows traffic; count it here unless given one
+        traffic = TrafficAccountant(pool)
+        head.subscribe(traffic.observe)
+        app.cleanup_ctx.append(_count_traffic)
+    app[TRAFFIC] = traffic
+    app[HUB] = hub = LiveHub(lambda sid: _traffic_json(traffic, sid))
     head.subscribe(hub.publish)
     app.router.add_get("/", overview)
     app.router.add_get("/login", login_page)
@@ -58,6 +70,8 @@ def create_app(config: CollectorConfig, pool: asyncpg.Pool, head: Head) -> web.A
     app.router.add_get("/api/servers", api_servers)
     app.router.add_get("/api/live", live_socket)
     app.router.add_get("/healthz", healthz)
+    servers.setup(app)
+    detail.setup(app)
     app.router.add_static("/static", HERE / "static", append_version=True, name="static")
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_expire_sessions)
@@ -208,6 +222,8 @@ async def set_language(request: web.Request) -> web.Response:
 
 async def _server_rows(request: web.Request) -> list[dict[str, Any]]:
     head = request.app[HEAD]
+    traffic = request.app[TRAFFIC]
+    now = auth.now()
     rows = []
     for server in await list_servers(request.app[POOL]):
         row = server.as_json()
@@ -215,10 +231,18 @@ async def _server_rows(request: web.Request) -> list[dict[str, Any]]:
         row["live"] = (
             summarize(state)
             if state
-            else {"id": server.id, "online": False, "last_seen": None, "error": None}
+            else {"id": server.id, "online": False, "last_seen": server.last_seen, "error": None}
         )
+        row["live"].update(_traffic_json(traffic, server.id, now))
         rows.append(row)
     return rows
+
+
+def _traffic_json(
+    traffic: TrafficAccountant, server_id: int, now: float | None = None
+) -> dict[str, Any]:
+    usage = traffic.usage(server_id, auth.now() if now is None else now)
+    return {"traffic": usage.as_json() if usage else None}
 
 
 async def api_servers(request: web.Request) -> web.Response:
@@ -250,6 +274,8 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
                     break
+                if msg.type == WSMsgType.TEXT:
+                    await _client_message(request, ws, msg.data)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -257,6 +283,20 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     finally:
         hub.unregister(ws)
     return ws
+
+
+async def _client_message(request: web.Request, ws: web.WebSocketResponse, text: str) -> None:
+    """``{"watch": id}``: the detail page wants that server's chart points."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return
+    if not isinstance(message, dict):
+        return
+    server_id = message.get("watch")
+    if isinstance(server_id, int) and not isinstance(server_id, bool):
+        if server_id in await visible_ids(request):
+            request.app[HUB].watch(ws, server_id)
 
 
 async def _pump(queue: asyncio.Queue[str], ws: web.WebSocketResponse) -> None:
@@ -280,6 +320,17 @@ async def _expire_sessions(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(3600)
 
     task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _count_traffic(app: web.Application) -> AsyncIterator[None]:
+    traffic = app[TRAFFIC]
+    with contextlib.suppress(Exception):  # database away: start from what scrapes show
+        await traffic.load()
+    task = asyncio.create_task(traffic.run())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

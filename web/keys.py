@@ -7,6 +7,7 @@ from aiohttp import web
 
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
+from vpsmon.collector.traffic import TrafficAccountant
 from vpsmon.web.auth import LoginLimiter
 from vpsmon.web.live import LiveHub
 
@@ -15,3 +16,4 @@ HEAD = web.AppKey("head", Head)
 CONFIG = web.AppKey("config", CollectorConfig)
 HUB = web.AppKey("hub", LiveHub)
 LIMITER = web.AppKey("limiter", LoginLimiter)
+TRAFFIC = web.AppKey("traffic", TrafficAccountant)

@@ -1,4 +1,8 @@
-"""One WebSocket per browser tab; every scrape pushes that server's new figures to it."""
+"""One WebSocket per browser tab; every scrape pushes that server's new figures to it.
+
+A page may also watch one server (``{"watch": id}``, the detail page): it then gets that
+server's chart points (web/charts.py) with each scrape, on the same socket.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,15 @@ import asyncio
 import json
 import logging
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from vpsmon.collector.head import ServerState
 from vpsmon.collector.live import summarize
+from vpsmon.web.charts import live_point
 
 log = logging.getLogger("vpsmon.web.live")
 
@@ -19,33 +26,67 @@ log = logging.getLogger("vpsmon.web.live")
 MAX_QUEUED = 256
 
 
+@dataclass(eq=False)
+class Client:
+    queue: asyncio.Queue[str]
+    watching: set[int] = field(default_factory=set)
+
+
 class LiveHub:
-    def __init__(self) -> None:
-        self._queues: weakref.WeakKeyDictionary[web.WebSocketResponse, asyncio.Queue[str]] = (
+    """``extra(server_id)`` adds figures computed beside the head (monthly traffic)."""
+
+    def __init__(self, extra: Callable[[int], dict[str, Any]] | None = None) -> None:
+        self._extra = extra
+        self._clients: weakref.WeakKeyDictionary[web.WebSocketResponse, Client] = (
             weakref.WeakKeyDictionary()
         )
         self.dropped = 0
 
     def register(self, ws: web.WebSocketResponse) -> asyncio.Queue[str]:
         queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
-        self._queues[ws] = queue
+        self._clients[ws] = Client(queue)
         return queue
 
     def unregister(self, ws: web.WebSocketResponse) -> None:
-        self._queues.pop(ws, None)
+        self._clients.pop(ws, None)
+
+    def watch(self, ws: web.WebSocketResponse, server_id: int) -> None:
+        """Send this socket the charts' points of ``server_id`` (one server at a time)."""
+        client = self._clients.get(ws)
+        if client is not None:
+            client.watching = {server_id}
+
+    def _put(self, client: Client, message: str) -> None:
+        try:
+            client.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped += 1
 
     def publish(self, state: ServerState) -> None:
-        if not self._queues:
+        if not self._clients:
             return
-        message = json.dumps({"type": "server", "server": summarize(state)})
-        for queue in list(self._queues.values()):
-            try:
-                queue.put_nowait(message)
-            except asyncio.QueueFull:
-                self.dropped += 1
+        summary = summarize(state)
+        if self._extra is not None:
+            summary.update(self._extra(state.server_id))
+        message = json.dumps({"type": "server", "server": summary})
+        point_message: str | None = None
+        for client in list(self._clients.values()):
+            self._put(client, message)
+            if state.server_id in client.watching:
+                if point_message is None:
+                    point = live_point(state)
+                    point_message = json.dumps(
+                        {"type": "point", "id": state.server_id, "point": point}
+                    )
+                self._put(client, point_message)
+
+    def broadcast(self, message: str) -> None:
+        """A message for every open page (a record added, changed or removed)."""
+        for client in list(self._clients.values()):
+            self._put(client, message)
 
     async def close_all(self) -> None:
-        for ws in list(self._queues):
+        for ws in list(self._clients):
             await ws.close(code=1001, message=b"server shutting down")
 
 

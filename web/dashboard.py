@@ -1,0 +1,56 @@
+"""Helpers shared by the dashboard's pages (overview, server records, detail, status page).
+
+Access: until web/access.py (accounts) lands, every signed-in user sees every server and only
+admins change records; `visible_ids` and `require_editor` are the two places that switch to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from vpsmon.collector import accounts
+from vpsmon.collector.servers import InvalidServer
+from vpsmon.web import auth
+from vpsmon.web.i18n import messages, pick_language
+from vpsmon.web.keys import POOL
+
+EDITOR_ROLES = {"admin"}
+
+
+def texts_for(request: web.Request | None) -> Mapping[str, str]:
+    """The UI strings in the request's language (English for the JSON API)."""
+    if request is None:
+        return messages()["en"]
+    lang = pick_language(request.cookies.get("lang"), request.headers.get("Accept-Language"))
+    return messages()[lang]
+
+
+def error_texts(err: InvalidServer, texts: Mapping[str, str]) -> dict[str, str]:
+    """{field: message}; the first error of each field."""
+    out: dict[str, str] = {}
+    for e in err.errors:
+        out.setdefault(e.field, texts[e.code].format(**e.params))
+    return out
+
+
+def require_editor(request: web.Request) -> accounts.Session:
+    session = auth.require_session(request)
+    if session.user.role not in EDITOR_ROLES:
+        raise web.HTTPForbidden(text="only an admin can change server records")
+    return session
+
+
+def server_id_param(request: web.Request) -> int:
+    text = request.match_info["id"]
+    if not text.isdigit() or len(text) > 9:  # the column is a 32-bit serial
+        raise web.HTTPNotFound(text="no such server")
+    return int(text)
+
+
+async def visible_ids(request: web.Request) -> set[int]:
+    """Ids of the servers the signed-in user may see."""
+    auth.require_session(request)
+    rows = await request.app[POOL].fetch("SELECT id FROM servers")
+    return {r["id"] for r in rows}
