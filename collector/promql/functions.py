@@ -1,0 +1,326 @@
+"""PromQL functions over one series' window of samples, and the function tables.
+
+Each range function follows Prometheus v2.42's promql/functions.go exactly (same order of float
+operations where it matters, same special cases), so results match within float tolerance.
+A window is the samples of one series inside [window start, window end], oldest first, with
+staleness markers already removed; times are integer milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vpsmon.collector.promql import mathops
+
+NAN = math.nan
+
+
+@dataclass(slots=True)
+class Window:
+    """Where a range function is evaluated: the step time and the selected range."""
+
+    step_time: int  # ms, the evaluation time (enh.Ts)
+    start: int  # ms, range start (inclusive)
+    end: int  # ms, range end (inclusive)
+    range: int  # ms, the selector's range (ms.Range)
+    params: tuple[float, ...] = ()  # scalar arguments at this step
+
+
+RangeFunction = Callable[[list[int], list[float], Window], float | None]
+
+
+def kahan_inc(inc: float, total: float, c: float) -> tuple[float, float]:
+    t = total + inc
+    if abs(total) >= abs(inc):
+        c += (total - t) + inc
+    else:
+        c += (inc - t) + total
+    return t, c
+
+
+def extrapolated_rate(
+    ts: list[int], vs: list[float], w: Window, is_counter: bool, is_rate: bool
+) -> float | None:
+    """Prometheus' extrapolatedRate (rate, increase, delta)."""
+    if len(vs) < 2:
+        return None
+    result = vs[-1] - vs[0]
+    if is_counter:
+        prev = vs[0]
+        for cur in vs[1:]:
+            if cur < prev:
+                result += prev
+            prev = cur
+    duration_to_start = (ts[0] - w.start) / 1000
+    duration_to_end = (w.end - ts[-1]) / 1000
+    sampled_interval = (ts[-1] - ts[0]) / 1000
+    average_between = sampled_interval / (len(vs) - 1)
+    if is_counter and result > 0 and vs[0] >= 0:
+        duration_to_zero = sampled_interval * (vs[0] / result)
+        if duration_to_zero < duration_to_start:
+            duration_to_start = duration_to_zero
+    threshold = average_between * 1.1
+    extrapolate_to = sampled_interval
+    extrapolate_to += duration_to_start if duration_to_start < threshold else average_between / 2
+    extrapolate_to += duration_to_end if duration_to_end < threshold else average_between / 2
+    factor = mathops.div(extrapolate_to, sampled_interval)
+    if is_rate:
+        factor /= w.range / 1000
+    return result * factor
+
+
+def instant_value(ts: list[int], vs: list[float], is_rate: bool) -> float | None:
+    """Prometheus' instantValue (irate, idelta)."""
+    if len(vs) < 2:
+        return None
+    last, previous = vs[-1], vs[-2]
+    if is_rate and last < previous:
+        result = last
+    else:
+        result = last - previous
+    interval = ts[-1] - ts[-2]
+    if interval == 0:
+        return None
+    if is_rate:
+        result /= interval / 1000
+    return result
+
+
+def linear_regression(ts: list[int], vs: list[float], intercept_time: int) -> tuple[float, float]:
+    n = 0.0
+    sum_x = c_x = sum_y = c_y = sum_xy = c_xy = sum_x2 = c_x2 = 0.0
+    init_y = vs[0]
+    const_y = True
+    for i, (t, v) in enumerate(zip(ts, vs, strict=True)):
+        if const_y and i > 0 and v != init_y:
+            const_y = False
+        n += 1.0
+        x = (t - intercept_time) / 1e3
+        sum_x, c_x = kahan_inc(x, sum_x, c_x)
+        sum_y, c_y = kahan_inc(v, sum_y, c_y)
+        sum_xy, c_xy = kahan_inc(x * v, sum_xy, c_xy)
+        sum_x2, c_x2 = kahan_inc(x * x, sum_x2, c_x2)
+    if const_y:
+        if math.isinf(init_y):
+            return NAN, NAN
+        return 0.0, init_y
+    sum_x += c_x
+    sum_y += c_y
+    sum_xy += c_xy
+    sum_x2 += c_x2
+    cov_xy = sum_xy - sum_x * sum_y / n
+    var_x = sum_x2 - sum_x * sum_x / n
+    slope = mathops.div(cov_xy, var_x)
+    intercept = sum_y / n - slope * sum_x / n
+    return slope, intercept
+
+
+def _deriv(ts: list[int], vs: list[float], w: Window) -> float | None:
+    if len(vs) < 2:
+        return None
+    return linear_regression(ts, vs, ts[0])[0]
+
+
+def _predict_linear(ts: list[int], vs: list[float], w: Window) -> float | None:
+    if len(vs) < 2:
+        return None
+    slope, intercept = linear_regression(ts, vs, w.step_time)
+    return slope * w.params[0] + intercept
+
+
+def _resets(ts: list[int], vs: list[float], w: Window) -> float | None:
+    resets = 0
+    prev = vs[0]
+    for cur in vs[1:]:
+        if cur < prev:
+            resets += 1
+        prev = cur
+    return float(resets)
+
+
+def _changes(ts: list[int], vs: list[float], w: Window) -> float | None:
+    changes = 0
+    prev = vs[0]
+    for cur in vs[1:]:
+        if cur != prev and not (cur != cur and prev != prev):
+            changes += 1
+        prev = cur
+    return float(changes)
+
+
+def _avg_over_time(ts: list[int], vs: list[float], w: Window) -> float | None:
+    mean = c = count = 0.0
+    for v in vs:
+        count += 1
+        if math.isinf(mean):
+            if math.isinf(v) and (mean > 0) == (v > 0):
+                continue
+            if not math.isinf(v) and v == v:
+                continue
+        mean, c = kahan_inc(v / count - mean / count, mean, c)
+    if math.isinf(mean):
+        return mean
+    return mean + c
+
+
+def _sum_over_time(ts: list[int], vs: list[float], w: Window) -> float | None:
+    total = c = 0.0
+    for v in vs:
+        total, c = kahan_inc(v, total, c)
+    if math.isinf(total):
+        return total
+    return total + c
+
+
+def _max_over_time(ts: list[int], vs: list[float], w: Window) -> float | None:
+    best = vs[0]
+    for v in vs:
+        if v > best or best != best:
+            best = v
+    return best
+
+
+def _min_over_time(ts: list[int], vs: list[float], w: Window) -> float | None:
+    best = vs[0]
+    for v in vs:
+        if v < best or best != best:
+            best = v
+    return best
+
+
+def _variance(vs: list[float]) -> float:
+    count = mean = c_mean = aux = c_aux = 0.0
+    for v in vs:
+        count += 1
+        delta = v - (mean + c_mean)
+        mean, c_mean = kahan_inc(delta / count, mean, c_mean)
+        aux, c_aux = kahan_inc(delta * (v - (mean + c_mean)), aux, c_aux)
+    return (aux + c_aux) / count
+
+
+def quantile(q: float, values: list[float]) -> float:
+    """Prometheus' quantile() over plain values (quantile.go)."""
+    if not values or q != q:
+        return NAN
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    ordered = sorted(values, key=_nan_first)
+    n = float(len(ordered))
+    rank = q * (n - 1)
+    lower = max(0.0, math.floor(rank))
+    upper = min(n - 1, lower + 1)
+    weight = rank - math.floor(rank)
+    return ordered[int(lower)] * (1 - weight) + ordered[int(upper)] * weight
+
+
+def _nan_first(v: float) -> tuple[int, float]:
+    # Go's vectorByValueHeap.Less puts NaN first.
+    return (0, 0.0) if v != v else (1, v)
+
+
+RANGE_FUNCTIONS: dict[str, RangeFunction] = {
+    "rate": lambda ts, vs, w: extrapolated_rate(ts, vs, w, True, True),
+    "increase": lambda ts, vs, w: extrapolated_rate(ts, vs, w, True, False),
+    "delta": lambda ts, vs, w: extrapolated_rate(ts, vs, w, False, False),
+    "irate": lambda ts, vs, w: instant_value(ts, vs, True),
+    "idelta": lambda ts, vs, w: instant_value(ts, vs, False),
+    "deriv": _deriv,
+    "predict_linear": _predict_linear,
+    "resets": _resets,
+    "changes": _changes,
+    "avg_over_time": _avg_over_time,
+    "sum_over_time": _sum_over_time,
+    "max_over_time": _max_over_time,
+    "min_over_time": _min_over_time,
+    "count_over_time": lambda ts, vs, w: float(len(vs)),
+    "last_over_time": lambda ts, vs, w: vs[-1],
+    "present_over_time": lambda ts, vs, w: 1.0,
+    "stddev_over_time": lambda ts, vs, w: mathops.sqrt(_variance(vs)),
+    "stdvar_over_time": lambda ts, vs, w: _variance(vs),
+    "quantile_over_time": lambda ts, vs, w: quantile(w.params[0], vs),
+    # absent_over_time is evaluated by the engine: its result depends on all series at once.
+}
+
+# Element-wise functions of one instant-vector argument; the metric name is dropped.
+SIMPLE_FUNCTIONS: dict[str, Callable[[float], float]] = {
+    "abs": abs,
+    "ceil": mathops.ceil,
+    "floor": mathops.floor,
+    "exp": mathops.exp,
+    "sqrt": mathops.sqrt,
+    "ln": mathops.ln,
+    "log2": mathops.log2,
+    "log10": mathops.log10,
+    "sgn": mathops.sgn,
+    "sin": mathops.safe(math.sin),
+    "cos": mathops.safe(math.cos),
+    "tan": mathops.safe(math.tan),
+    "asin": mathops.safe(math.asin),
+    "acos": mathops.safe(math.acos),
+    "atan": mathops.safe(math.atan),
+    "sinh": mathops.safe(math.sinh),
+    "cosh": mathops.safe(math.cosh),
+    "tanh": mathops.safe(math.tanh),
+    "asinh": mathops.safe(math.asinh),
+    "acosh": mathops.safe(math.acosh),
+    "atanh": mathops.safe(math.atanh),
+    "deg": lambda v: v * 180 / math.pi,
+    "rad": lambda v: v * math.pi / 180,
+}
+
+DATE_FUNCTIONS = frozenset(
+    {
+        "day_of_month",
+        "day_of_week",
+        "day_of_year",
+        "days_in_month",
+        "hour",
+        "minute",
+        "month",
+        "year",
+    }
+)
+
+OTHER_FUNCTIONS = frozenset(
+    {
+        "absent",
+        "absent_over_time",
+        "clamp",
+        "clamp_max",
+        "clamp_min",
+        "histogram_quantile",
+        "label_join",
+        "label_replace",
+        "pi",
+        "round",
+        "scalar",
+        "sort",
+        "sort_desc",
+        "time",
+        "timestamp",
+        "vector",
+    }
+)
+
+FUNCTIONS = frozenset(RANGE_FUNCTIONS) | frozenset(SIMPLE_FUNCTIONS) | DATE_FUNCTIONS | OTHER_FUNCTIONS
+
+AGGREGATIONS = frozenset(
+    {
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count",
+        "count_values",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+    }
+)
