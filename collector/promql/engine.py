@@ -54,6 +54,7 @@ from vpsmon.collector.promql.nodes import (
     VectorSel,
 )
 from vpsmon.collector.promql.parse import parse_expr
+from vpsmon.collector.promql.regex import go_to_python
 from vpsmon.collector.promql.values import (
     Matrix,
     Sample,
@@ -140,7 +141,11 @@ class Engine:
         if node.type == "scalar":
             return Scalar(value[0], seconds)
         return Vector(
-            [Sample(lbl.to_dict(labels), vals[0], seconds) for labels, vals in value if vals[0] is not None]
+            [
+                Sample(lbl.to_dict(labels), vals[0], seconds)
+                for labels, vals in value
+                if vals[0] is not None
+            ]
         )
 
     async def range_query(self, expr: str, start: float, end: float, step: float) -> Matrix:
@@ -148,12 +153,15 @@ class Engine:
         if node.type not in ("vector", "scalar"):
             kind = "range vector" if node.type == "matrix" else node.type
             raise PromQLError(
-                f'invalid expression type "{kind}" for range query, must be Scalar or instant Vector',
+                f'invalid expression type "{kind}" for range query, '
+                "must be Scalar or instant Vector",
                 "parse",
             )
         start_ms, end_ms, step_ms = to_millis(start), to_millis(end), to_millis(step)
         if step_ms <= 0:
-            raise PromQLError("zero or negative query resolution step widths are not accepted", "parse")
+            raise PromQLError(
+                "zero or negative query resolution step widths are not accepted", "parse"
+            )
         if end_ms < start_ms:
             raise PromQLError("end timestamp must not be before start time", "parse")
         ev = _Evaluator(self._context(start_ms, end_ms), start_ms, end_ms, step_ms)
@@ -409,7 +417,10 @@ class _Evaluator:
             else:
                 vec = await self.eval(arg)
                 vec = [
-                    (labels, [None if v is None else self.steps[i] / 1000 for i, v in enumerate(vals)])
+                    (
+                        labels,
+                        [None if v is None else self.steps[i] / 1000 for i, v in enumerate(vals)],
+                    )
                     for labels, vals in vec
                 ]
             return _merge((lbl.drop_name(labels), vals) for labels, vals in vec)
@@ -433,7 +444,9 @@ class _Evaluator:
                 sign = 1.0 if name == "sort" else -1.0
                 vec = sorted(
                     vec,
-                    key=lambda item: (1, 0.0) if item[1][0] != item[1][0] else (0, sign * item[1][0]),  # type: ignore[operator]
+                    key=lambda item: (
+                        (1, 0.0) if item[1][0] != item[1][0] else (0, sign * item[1][0])
+                    ),
                 )
             return vec
         if name == "label_replace":
@@ -538,8 +551,8 @@ class _Evaluator:
         vec = await self.eval(node.args[0])
         dst, repl, src, regex = [await self.eval(a) for a in node.args[1:5]]
         try:
-            pattern = re.compile(f"(?:{regex})", re.DOTALL)
-        except re.error:
+            pattern = re.compile(f"(?:{go_to_python(regex)})", re.DOTALL)
+        except (re.error, ValueError):
             raise PromQLError(f"invalid regular expression in label_replace(): {regex}") from None
         if not lbl.valid_label_name(dst):
             raise PromQLError(f"invalid destination label name in label_replace(): {dst}")
@@ -569,14 +582,15 @@ class _Evaluator:
     async def histogram_quantile(self, node: Call) -> VectorVal:
         qs = await self.eval(node.args[0])
         vec = await self.eval(node.args[1])
-        excluded = frozenset({METRIC_NAME, "le"})
+        # Buckets group by every label but le (the metric name too); the result drops the name.
+        le = frozenset({"le"})
         keyed: list[tuple[Labels, float, Vals]] = []
         for labels, vals in vec:
             try:
                 upper = float(lbl.get(labels, "le"))
             except ValueError:
                 continue
-            keyed.append((lbl.without(labels, excluded), upper, vals))
+            keyed.append((lbl.without(labels, le), upper, vals))
         out = _StepOutput(self.n)
         for i in range(self.n):
             await self.ctx.checkpoint()
@@ -586,7 +600,7 @@ class _Evaluator:
                 if v is not None:
                     groups.setdefault(key, []).append((upper, v))
             for key, buckets in groups.items():
-                out.add(key, i, bucket_quantile(qs[i], buckets))
+                out.add(lbl.drop_name(key), i, bucket_quantile(qs[i], buckets))
         return out.result()
 
     # --- operators ------------------------------------------------------------------------
@@ -615,7 +629,9 @@ class _Evaluator:
             return await self._set_op(node, lhs, rhs)
         return await self._vector_binop(node, lhs, rhs)
 
-    def _vector_scalar(self, node: Binary, vec: VectorVal, scalar: ScalarVal, swap: bool) -> VectorVal:
+    def _vector_scalar(
+        self, node: Binary, vec: VectorVal, scalar: ScalarVal, swap: bool
+    ) -> VectorVal:
         op = node.op
         comparison = op in COMPARISON
         drop = op in ARITHMETIC or node.return_bool
@@ -715,7 +731,7 @@ class _Evaluator:
             await self.ctx.checkpoint()
             right_by_sig: dict[Labels, int] = {}
             any_left = False
-            for k, (_, vals) in enumerate(lhs):
+            for _, vals in lhs:
                 if vals[i] is not None:
                     any_left = True
                     break
@@ -769,7 +785,8 @@ class _Evaluator:
                         inserted = matched[s] = set()
                     elif metric in inserted:
                         raise PromQLError(
-                            "multiple matches for labels: grouping labels must ensure unique matches"
+                            "multiple matches for labels: "
+                            "grouping labels must ensure unique matches"
                         )
                     inserted.add(metric)
                 out.add(metric, i, value)
@@ -858,7 +875,8 @@ class _Evaluator:
 
 def _map_values(vec: VectorVal, fn: Callable[[float], float]) -> VectorVal:
     return _merge(
-        (lbl.drop_name(labels), [None if v is None else fn(v) for v in vals]) for labels, vals in vec
+        (lbl.drop_name(labels), [None if v is None else fn(v) for v in vals])
+        for labels, vals in vec
     )
 
 
@@ -1043,11 +1061,11 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
         else:
             merged.append([upper, count])
     highest = merged[0][1]
-    for b in merged[1:]:
-        if b[1] > highest:
-            highest = b[1]
-        elif b[1] < highest:
-            b[1] = highest
+    for bucket in merged[1:]:
+        if bucket[1] > highest:
+            highest = bucket[1]
+        elif bucket[1] < highest:
+            bucket[1] = highest
     if len(merged) < 2:
         return math.nan
     observations = merged[-1][1]

@@ -7,6 +7,7 @@ Python raises on 1/0, 0**-1, math.log(0), math.fmod(x, 0) and overflow; Promethe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 INF = math.inf
 NAN = math.nan
@@ -50,7 +51,7 @@ def power(a: float, b: float) -> float:
     return INF if abs(a) > 1 or b < 0 else 0.0
 
 
-def safe(fn):  # type: ignore[no-untyped-def]
+def safe(fn: Callable[[float], float]) -> Callable[[float], float]:
     """Wrap a math function: domain errors give NaN, overflow gives +Inf, like Go."""
 
     def wrapped(v: float) -> float:

@@ -32,13 +32,13 @@ class MemorySource:
         insort(ts, timestamp)
         vs.insert(i, value)
 
-    def add_series(
-        self, labels: Mapping[str, str], points: Sequence[tuple[float, float]]
-    ) -> None:
+    def add_series(self, labels: Mapping[str, str], points: Sequence[tuple[float, float]]) -> None:
         for t, v in points:
             self.add(labels, t, v)
 
-    def _matching(self, matchers: Sequence[Matcher]) -> list[tuple[dict[str, str], list[float], list[float]]]:
+    def _matching(
+        self, matchers: Sequence[Matcher]
+    ) -> list[tuple[dict[str, str], list[float], list[float]]]:
         out = []
         for key in sorted(self._series):
             labels = dict(key)
@@ -71,5 +71,7 @@ class MemorySource:
     async def label_values(
         self, name: str, matchers: Sequence[Matcher], start: float, end: float
     ) -> list[str]:
-        values = {labels[name] for labels in await self.series(matchers, start, end) if name in labels}
+        values = {
+            labels[name] for labels in await self.series(matchers, start, end) if name in labels
+        }
         return sorted(values)

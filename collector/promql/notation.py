@@ -77,7 +77,7 @@ def parse_series(text: str) -> dict[str, str]:
     except ValueError as exc:
         raise NotationError(f"invalid series {text!r}: {exc}") from None
     if not isinstance(expr, pp.VectorSelector) or expr.offset or expr.at is not None:
-        raise NotationError(f"invalid series {text!r}: expected metric{{label=\"value\"}}")
+        raise NotationError(f'invalid series {text!r}: expected metric{{label="value"}}')
     labels: dict[str, str] = {}
     if expr.name is not None:
         labels["__name__"] = expr.name

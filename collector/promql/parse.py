@@ -31,6 +31,7 @@ from vpsmon.collector.promql.nodes import (
     ValueType,
     VectorSel,
 )
+from vpsmon.collector.promql.regex import go_to_python
 from vpsmon.collector.storage.query import Matcher, MatchOp
 
 MAX_QUERY_LENGTH = 64 * 1024
@@ -113,7 +114,9 @@ class _Converter:
     def _UnaryExpr(self, e: pp.UnaryExpr) -> Node:
         inner = self.convert(e.expr)
         if inner.type not in ("vector", "scalar"):
-            raise parse_error("unary expression only allowed on expressions of type scalar or instant vector")
+            raise parse_error(
+                "unary expression only allowed on expressions of type scalar or instant vector"
+            )
         return Unary(inner, inner.type)
 
     def _VectorSelector(self, e: pp.VectorSelector) -> Node:
@@ -124,10 +127,13 @@ class _Converter:
             raise self.fail("'or' inside label matchers is not supported")
         for m in e.matchers.matchers:
             op = _MATCH_OPS[str(m.op).rsplit(".", 1)[-1]]
+            value = m.value
             try:
-                matchers.append(Matcher(m.name, op, m.value))
+                if op in ("=~", "!~"):
+                    value = go_to_python(value)
+                matchers.append(Matcher(m.name, op, value))
             except ValueError as exc:
-                raise parse_error(str(exc)) from None
+                raise parse_error(f"invalid regular expression {m.value!r}: {exc}") from None
         return VectorSel(tuple(matchers), _millis(e.offset), self._at(e))
 
     def _MatrixSelector(self, e: pp.MatrixSelector) -> Node:
@@ -169,7 +175,9 @@ class _Converter:
     def _AggregateExpr(self, e: pp.AggregateExpr) -> Node:
         op = str(e.op)
         if op not in AGGREGATIONS:
-            raise self.fail(f"aggregation {op!r} is not supported by vpsmon (see docs/promql.md)", op)
+            raise self.fail(
+                f"aggregation {op!r} is not supported by vpsmon (see docs/promql.md)", op
+            )
         inner = self.convert(e.expr)
         param = self.convert(e.param) if e.param is not None else None
         grouping: tuple[str, ...] = ()
