@@ -1,0 +1,314 @@
+"""Differential tests: vpsmon's PromQL engine against Debian's Prometheus on the same data.
+
+The generated series (tests/collector/promql_corpus.py) are turned into a TSDB with
+`promtool tsdb create-blocks-from openmetrics`, served by a real `prometheus` on 127.0.0.1, and
+loaded into our engine; every query of the corpus is asked of both, as instant queries at
+several times and as range queries, and the answers must agree within float tolerance.
+Staleness markers cannot be written to OpenMetrics, so they are compared through
+`promtool test rules`, whose input series notation has `stale`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.collector import promql_corpus as corpus
+from tests.conftest import free_port, require_binary
+from vpsmon.collector.promql import Engine, MemorySource, PromQLError, Vector, result_json
+from vpsmon.collector.promql.notation import expand_values, parse_series
+
+pytestmark = pytest.mark.timeout(300)
+
+
+class Prometheus:
+    def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
+        self.base = base
+        self.session = session
+
+    async def get(self, path: str, **params: str) -> dict[str, Any]:
+        async with self.session.get(self.base + path, params=params) as resp:
+            body: dict[str, Any] = await resp.json()
+            return body
+
+
+@pytest.fixture(scope="module")
+def source() -> MemorySource:
+    src = MemorySource()
+    for s in corpus.generate():
+        for t, v in zip(s.timestamps, s.values, strict=True):
+            src.add(s.labels, t, v)
+    return src
+
+
+@pytest.fixture(scope="module")
+def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    promtool = require_binary("promtool")
+    binary = require_binary("prometheus")
+    work = tmp_path_factory.mktemp("prometheus")
+    data = work / "data"
+    om = work / "data.om"
+    om.write_text(corpus.openmetrics(corpus.generate()))
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    config = work / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1h\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (work / "prometheus.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                "--storage.tsdb.retention.time=100y",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(base + "/-/ready", timeout=2) as resp:  # noqa: S310 — our own http URL
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError((work / "prometheus.log").read_text())
+                time.sleep(0.2)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+async def prometheus(prometheus_url: str) -> AsyncIterator[Prometheus]:
+    async with aiohttp.ClientSession() as session:
+        yield Prometheus(prometheus_url, session)
+
+
+def _number(text: str) -> float:
+    return float(text)  # Go's "+Inf", "-Inf", "NaN" parse as Python floats too
+
+
+def _close(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if a == b:
+        return True
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b)) or abs(a - b) < 1e-9
+
+
+def _key(metric: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(metric.items()))
+
+
+def compare(query: str, ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """Differences between two /api/v1/query(_range) data members."""
+    problems: list[str] = []
+    if ours["resultType"] != theirs["resultType"]:
+        return [f"{query}: result type {ours['resultType']} != {theirs['resultType']}"]
+    kind = ours["resultType"]
+    if kind in ("scalar", "string"):
+        (t1, v1), (t2, v2) = ours["result"], theirs["result"]
+        if t1 != t2 or not (_close(_number(v1), _number(v2)) if kind == "scalar" else v1 == v2):
+            problems.append(f"{query}: {ours['result']} != {theirs['result']}")
+        return problems
+    mine = {_key(r["metric"]): r for r in ours["result"]}
+    real = {_key(r["metric"]): r for r in theirs["result"]}
+    if mine.keys() != real.keys():
+        return [
+            f"{query}: series differ: only ours {sorted(mine.keys() - real.keys())}, "
+            f"only Prometheus {sorted(real.keys() - mine.keys())}"
+        ]
+    for key, r in real.items():
+        points_real = [r["value"]] if kind == "vector" else r["values"]
+        points_mine = [mine[key]["value"]] if kind == "vector" else mine[key]["values"]
+        if [p[0] for p in points_mine] != [p[0] for p in points_real]:
+            problems.append(
+                f"{query} {dict(key)}: timestamps {[p[0] for p in points_mine]} != "
+                f"{[p[0] for p in points_real]}"
+            )
+            continue
+        for (t, a), (_, b) in zip(points_mine, points_real, strict=True):
+            if not _close(_number(a), _number(b)):
+                problems.append(f"{query} {dict(key)} at {t}: ours {a}, Prometheus {b}")
+                break
+    if query.startswith(("sort", "topk", "bottomk")) and kind == "vector":
+        order_mine = [_key(r["metric"]) for r in ours["result"]]
+        order_real = [_key(r["metric"]) for r in theirs["result"]]
+        if query.startswith("sort") and order_mine != order_real:
+            problems.append(f"{query}: order {order_mine} != {order_real}")
+    return problems
+
+
+async def test_instant_queries_match_prometheus(
+    prometheus: Prometheus, source: MemorySource
+) -> None:
+    engine = Engine(source)
+    problems: list[str] = []
+    non_empty = 0
+    times = corpus.INSTANT_TIMES + corpus.boundary_times(corpus.generate())
+    for query in corpus.QUERIES:
+        for t in times:
+            theirs = await prometheus.get("/api/v1/query", query=query, time=f"{t:.3f}")
+            assert theirs["status"] == "success", (query, theirs)
+            ours = result_json(await engine.instant_query(query, t))
+            problems += compare(f"{query} @ {t}", ours, theirs["data"])
+            non_empty += bool(theirs["data"]["result"])
+    assert not problems, "\n".join(problems[:30])
+    # Not a vacuous pass: most queries have answers at most of the times.
+    assert non_empty > 0.7 * len(corpus.QUERIES) * len(times), non_empty
+
+
+async def test_range_queries_match_prometheus(prometheus: Prometheus, source: MemorySource) -> None:
+    engine = Engine(source)
+    problems: list[str] = []
+    points = 0
+    for query in corpus.RANGE_QUERIES:
+        for start, end, step in corpus.RANGES:
+            theirs = await prometheus.get(
+                "/api/v1/query_range",
+                query=query,
+                start=f"{start:.3f}",
+                end=f"{end:.3f}",
+                step=str(step),
+            )
+            assert theirs["status"] == "success", (query, theirs)
+            ours = result_json(await engine.range_query(query, start, end, step))
+            problems += compare(f"{query} [{start}, {end}, {step}]", ours, theirs["data"])
+            points += sum(len(r["values"]) for r in theirs["data"]["result"])
+    assert not problems, "\n".join(problems[:30])
+    assert points > 3000, points
+
+
+async def test_queries_prometheus_refuses_are_refused_by_us_too(
+    prometheus: Prometheus, source: MemorySource
+) -> None:
+    engine = Engine(source)
+    t = corpus.START + 1800
+    for query in (
+        "sum(",
+        "rate(dt_memory_bytes)",
+        "dt_memory_bytes + on(instance) dt_requests_total",  # many-to-many
+        'label_replace(dt_info, "1x", "", "instance", ".*")',
+        'label_replace(dt_memory_bytes, "instance", "x", "", "")',  # same labelset twice
+    ):
+        theirs = await prometheus.get("/api/v1/query", query=query, time=str(t))
+        assert theirs["status"] == "error", (query, theirs)
+        with pytest.raises(PromQLError) as info:
+            await engine.instant_query(query, t)
+        expected_kind = "parse" if theirs["errorType"] == "bad_data" else "execution"
+        assert info.value.kind == expected_kind, (query, theirs, info.value)
+
+
+STALENESS_SERIES = {
+    'svc_up{instance="a"}': "1 1 1 stale _ _ 1 1",
+    'svc_up{instance="b"}': "1 1 1 1 1 1 stale",
+    'svc_total{instance="a"}': "0 10 20 stale 0 5 15 25",
+    'svc_total{instance="b"}': "0+7x7",
+}
+STALENESS_QUERIES = [
+    "svc_up",
+    "count(svc_up)",
+    "rate(svc_total[3m])",
+    "increase(svc_total[5m])",
+    "count_over_time(svc_up[4m])",
+    "last_over_time(svc_up[4m])",
+    "absent(svc_up)",
+    "timestamp(svc_total)",
+    "changes(svc_total[10m])",
+    "max_over_time(svc_up[2m:30s])",
+]
+
+
+async def test_staleness_markers_end_series_as_in_prometheus(tmp_path: Path) -> None:
+    """Our answers become promtool test expectations; promtool must agree with all of them."""
+    promtool = require_binary("promtool")
+    source = MemorySource()
+    for series, values in STALENESS_SERIES.items():
+        for i, v in enumerate(expand_values(values)):
+            if v is not None:
+                source.add(parse_series(series), i * 60, v)
+    engine = Engine(source)
+    tests = []
+    for query in STALENESS_QUERIES:
+        for minute in range(0, 10):
+            result = await engine.instant_query(query, minute * 60)
+            if not isinstance(result, Vector):
+                continue
+            samples = [
+                {
+                    "labels": _promtool_labels(s.labels),
+                    "value": float(s.value),
+                }
+                for s in result
+            ]
+            tests.append({"expr": query, "eval_time": f"{minute}m", "exp_samples": samples})
+    assert len(tests) == len(STALENESS_QUERIES) * 10
+    rules = tmp_path / "empty.rules.yml"
+    rules.write_text("groups: []\n")
+    test_file = tmp_path / "staleness.test.yml"
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [rules.name],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": [
+                            {"series": k, "values": v} for k, v in STALENESS_SERIES.items()
+                        ],
+                        "promql_expr_test": tests,
+                    }
+                ],
+            }
+        )
+    )
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    # The check can fail: a wrong expectation makes promtool exit non-zero.
+    tests[0]["exp_samples"] = []
+    broken = yaml.safe_load(test_file.read_text())
+    broken["tests"][0]["promql_expr_test"] = tests[:1]
+    test_file.write_text(yaml.safe_dump(broken))
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "test", "rules", str(test_file)],
+        capture_output=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert run.returncode != 0
+
+
+def _promtool_labels(labels: dict[str, str]) -> str:
+    name = labels.get("__name__", "")
+    inner = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
+    return f"{name}{{{inner}}}"
