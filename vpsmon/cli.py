@@ -442,6 +442,15 @@ def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
     guarded(run)
 
 
+def _add_area_commands() -> None:
+    from vpsmon.cli_rules import rules
+
+    cli.add_command(rules)
+
+
+_add_area_commands()
+
+
 def main() -> None:
     with contextlib.suppress(KeyboardInterrupt):
         cli(prog_name="vpsmon")

@@ -1,0 +1,303 @@
+"""Alerting rules and the alert state machine, as Prometheus' rules/alerting.go.
+
+Per label set an alert is pending from the first evaluation its expression returns it, firing
+once it has been returned for ``for``, and inactive ("resolved") when it is no longer returned
+(after ``keep_firing_for`` if set). A resolved alert is kept for 15 minutes so the
+resolution reaches the notifiers; a pending alert that disappears is dropped at once.
+Every evaluation writes ``ALERTS{alertstate=...}`` (value 1) and ``ALERTS_FOR_STATE`` (value:
+the activeAt Unix time) for each pending and firing alert.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+from vpsmon.collector.rules.model import (
+    Labels,
+    OutputSample,
+    QueryError,
+    QueryFunc,
+    Sample,
+    labels_key,
+)
+from vpsmon.collector.rules.rulefile import RuleSpec
+from vpsmon.collector.rules.template import (
+    Context,
+    QuerySample,
+    Template,
+    expand_alert_template,
+    parse_alert_template,
+)
+
+RESOLVED_RETENTION = 15 * 60.0  # Prometheus' resolvedRetention
+ALERT_METRIC = "ALERTS"
+ALERT_FOR_STATE_METRIC = "ALERTS_FOR_STATE"
+
+
+class AlertState(enum.StrEnum):
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+
+
+@dataclass
+class Alert:
+    labels: dict[str, str]  # the series' labels without __name__, plus rule labels, alertname
+    annotations: dict[str, str]
+    state: AlertState
+    active_at: float
+    value: float
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    last_sent_at: float | None = None
+    valid_until: float | None = None
+    keep_firing_since: float | None = None
+
+    @property
+    def shown_state(self) -> str:
+        """The state people see: an inactive alert kept for its resolution is "resolved"."""
+        if self.state == AlertState.INACTIVE and self.resolved_at is not None:
+            return "resolved"
+        return self.state.value
+
+    def needs_sending(self, ts: float, resend_delay: float) -> bool:
+        if self.state == AlertState.PENDING:
+            return False
+        if self.resolved_at is not None and (
+            self.last_sent_at is None or self.resolved_at > self.last_sent_at
+        ):
+            return True
+        return self.last_sent_at is None or self.last_sent_at + resend_delay < ts
+
+
+def rfc3339(ts: float) -> str:
+    text = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def table_link(expr: str) -> str:
+    """Prometheus' strutil.TableLinkForExpression."""
+    return "/graph?g0.expr=" + urllib.parse.quote_plus(expr) + "&g0.tab=1"
+
+
+@dataclass
+class RuleHealth:
+    health: str = "unknown"  # ok, err, unknown
+    last_error: str | None = None
+    last_evaluation: float | None = None
+    evaluation_time: float = 0.0
+
+
+class AlertingRule:
+    kind = "alerting"
+
+    def __init__(
+        self,
+        spec: RuleSpec,
+        group_labels: Mapping[str, str] | None = None,
+        external_labels: Mapping[str, str] | None = None,
+        external_url: str = "",
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.expr = spec.expr
+        self.hold = spec.for_
+        self.keep_firing_for = spec.keep_firing_for
+        # Group labels first, the rule's own labels win (Prometheus 3's group labels).
+        self.labels: dict[str, str] = {**(group_labels or {}), **spec.labels}
+        self.annotations = dict(spec.annotations)
+        self.external_labels = dict(external_labels or {})
+        self.external_url = external_url
+        self._label_templates: dict[str, Template] = {
+            k: parse_alert_template(v, self.name) for k, v in self.labels.items()
+        }
+        self._annotation_templates: dict[str, Template] = {
+            k: parse_alert_template(v, self.name) for k, v in self.annotations.items()
+        }
+        self.active: dict[Labels, Alert] = {}
+        self.restored = False
+        self.health = RuleHealth()
+
+    @property
+    def identity(self) -> tuple[str, Labels]:
+        """Name and labels: how Prometheus matches rules across reloads (nameAndLabels)."""
+        return (self.name, labels_key(self.labels))
+
+    @property
+    def state(self) -> AlertState:
+        states = {a.state for a in self.active.values()}
+        if AlertState.FIRING in states:
+            return AlertState.FIRING
+        if AlertState.PENDING in states:
+            return AlertState.PENDING
+        return AlertState.INACTIVE
+
+    def active_alerts(self) -> list[Alert]:
+        """Pending and firing alerts (what /api/v1/alerts lists)."""
+        return [a for a in self.active.values() if a.state != AlertState.INACTIVE]
+
+    async def _expand(
+        self, template: Template, labels: dict[str, str], value: float, ctx: Context
+    ) -> str:
+        return await expand_alert_template(
+            template, labels, self.external_labels, self.external_url, value, ctx
+        )
+
+    async def evaluate(
+        self, ts: float, query: QueryFunc, limit: int = 0, query_time: float | None = None
+    ) -> list[OutputSample]:
+        """One evaluation at ``ts``; returns the ALERTS and ALERTS_FOR_STATE samples."""
+        at = ts if query_time is None else query_time
+        result = await query(self.expr, at)
+
+        async def template_query(expr: str, t: float) -> list[QuerySample]:
+            return [QuerySample(dict(s.labels), s.value) for s in await query(expr, t)]
+
+        ctx = Context(at, template_query, self.external_url)
+        found: dict[Labels, Alert] = {}
+        for sample in result:
+            series_labels = {k: v for k, v in sample.labels.items()}
+            labels = {k: v for k, v in series_labels.items() if k != "__name__"}
+            for name, template in self._label_templates.items():
+                labels[name] = await self._expand(template, series_labels, sample.value, ctx)
+            labels["alertname"] = self.name
+            annotations = {
+                name: await self._expand(template, series_labels, sample.value, ctx)
+                for name, template in self._annotation_templates.items()
+            }
+            key = labels_key(labels)
+            if key in found:
+                raise QueryError(
+                    "vector contains metrics with the same labelset after applying alert labels"
+                )
+            found[key] = Alert(labels, annotations, AlertState.PENDING, ts, sample.value)
+
+        for key, fresh in found.items():
+            known = self.active.get(key)
+            if known is not None and known.state != AlertState.INACTIVE:
+                known.value = fresh.value
+                known.annotations = fresh.annotations
+                continue
+            self.active[key] = fresh
+
+        out: list[OutputSample] = []
+        counted = 0
+        for key, alert in list(self.active.items()):
+            keep_firing = False
+            if key not in found:
+                if alert.state == AlertState.FIRING and self.keep_firing_for > 0:
+                    if alert.keep_firing_since is None:
+                        alert.keep_firing_since = ts
+                    keep_firing = ts - alert.keep_firing_since < self.keep_firing_for
+                if alert.state == AlertState.PENDING or (
+                    alert.resolved_at is not None and ts - alert.resolved_at > RESOLVED_RETENTION
+                ):
+                    del self.active[key]
+                if alert.state != AlertState.INACTIVE and not keep_firing:
+                    alert.state = AlertState.INACTIVE
+                    alert.resolved_at = ts
+                if not keep_firing:
+                    continue
+            else:
+                alert.keep_firing_since = None
+            counted += 1
+            if alert.state == AlertState.PENDING and ts - alert.active_at >= self.hold:
+                alert.state = AlertState.FIRING
+                alert.fired_at = ts
+            if self.restored:
+                out.append(self._series(ALERT_METRIC, alert, ts, 1.0, with_state=True))
+                out.append(
+                    self._series(ALERT_FOR_STATE_METRIC, alert, ts, float(int(alert.active_at)))
+                )
+        if limit > 0 and counted > limit:
+            self.active = {}
+            raise QueryError(f"exceeded limit of {limit} with {counted} alerts")
+        return out
+
+    def _series(
+        self, metric: str, alert: Alert, ts: float, value: float, with_state: bool = False
+    ) -> OutputSample:
+        labels = {**self.labels, **alert.labels, "__name__": metric, "alertname": self.name}
+        if with_state:
+            labels["alertstate"] = alert.state.value
+        return OutputSample(labels, ts, value)
+
+    def alerts_to_send(self, ts: float, resend_delay: float, interval: float) -> list[Alert]:
+        """Alerts due for the notifiers now; marks them sent (Prometheus' sendAlerts)."""
+        due = []
+        for alert in self.active.values():
+            if alert.needs_sending(ts, resend_delay):
+                alert.last_sent_at = ts
+                alert.valid_until = ts + 4 * max(resend_delay, interval)
+                due.append(replace(alert, labels=dict(alert.labels)))
+        return due
+
+    def postable(self, alert: Alert, external_url: str) -> dict[str, Any]:
+        """An Alertmanager v2 postable alert (notifier.Alert), external labels added."""
+        ends = alert.resolved_at if alert.resolved_at is not None else alert.valid_until
+        body: dict[str, Any] = {
+            "labels": {**self.external_labels, **alert.labels},
+            "annotations": dict(alert.annotations),
+            "startsAt": rfc3339(alert.fired_at if alert.fired_at is not None else alert.active_at),
+            "generatorURL": external_url.rstrip("/") + table_link(self.expr),
+        }
+        if ends is not None:
+            body["endsAt"] = rfc3339(ends)
+        return body
+
+
+@dataclass
+class SavedAlert:
+    """An alert as persisted, to restore after a restart."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    state: AlertState
+    active_at: float
+    value: float
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    last_sent_at: float | None = None
+    keep_firing_since: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_alert(self) -> Alert:
+        return Alert(
+            labels=dict(self.labels),
+            annotations=dict(self.annotations),
+            state=self.state,
+            active_at=self.active_at,
+            value=self.value,
+            fired_at=self.fired_at,
+            resolved_at=self.resolved_at,
+            last_sent_at=self.last_sent_at,
+            keep_firing_since=self.keep_firing_since,
+        )
+
+
+def sample_value_string(value: float) -> str:
+    """strconv.FormatFloat(v, 'e', -1, 64), as the alerts API shows values ("1e+00")."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    sign = "-" if str(value).startswith("-") else ""
+    if value == 0:
+        return sign + "0e+00"
+    _, digit_tuple, exp = Decimal(repr(abs(value))).as_tuple()
+    assert isinstance(exp, int)
+    raw = "".join(map(str, digit_tuple))
+    digits = raw.rstrip("0")
+    e10 = exp + len(raw) - 1
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{sign}{mantissa}e{'-' if e10 < 0 else '+'}{abs(e10):02d}"
+
+
+def sample(labels: Mapping[str, str], value: float) -> Sample:
+    return Sample(labels, value)

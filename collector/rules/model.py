@@ -1,0 +1,51 @@
+"""What the rule stages exchange: query results, output samples, and the callables they call.
+
+Like Prometheus' rules package, the rules depend on a query function, an appender and a
+notify function, never on the engine, the storage or the notifiers themselves
+(STYLE.md: stages talk through small callables).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def labels_key(labels: Mapping[str, str]) -> Labels:
+    return tuple(sorted(labels.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One element of an instant vector (``labels`` includes ``__name__`` when present)."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSample:
+    """A sample a rule writes: a recording rule's result, ALERTS or ALERTS_FOR_STATE."""
+
+    labels: Mapping[str, str]  # includes __name__
+    timestamp: float
+    value: float
+
+
+class QueryError(Exception):
+    """An expression failed to evaluate (the rule's health becomes "err")."""
+
+
+# An instant query at a time (Unix seconds) whose result is a vector; a scalar comes back as
+# one sample without labels; anything else raises QueryError.
+QueryFunc = Callable[[str, float], Awaitable[list[Sample]]]
+
+# Stores rule outputs (and staleness markers) as series.
+AppendFunc = Callable[[list[OutputSample]], Awaitable[None]]
+
+# Takes Alertmanager API v2 postable alerts (labels, annotations, startsAt, endsAt,
+# generatorURL), as Prometheus sends them after every evaluation.
+NotifyFunc = Callable[[list[dict[str, Any]]], Awaitable[None]]

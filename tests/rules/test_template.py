@@ -1,0 +1,127 @@
+"""Alert templates: Go text/template as Prometheus uses it, evaluated safely."""
+
+from __future__ import annotations
+
+import pytest
+
+from vpsmon.collector.rules.gofmt import format_float_v, go_sprintf
+from vpsmon.collector.rules.template import (
+    Context,
+    QuerySample,
+    TemplateError,
+    expand_alert_template,
+    parse_alert_template,
+)
+
+LABELS = {"instance": "web1:9100", "job": "node", "severity": "warn"}
+
+
+async def _query(expr: str, t: float) -> list[QuerySample]:
+    return [QuerySample({"instance": "b"}, 2.0), QuerySample({"instance": "a"}, 1.5)]
+
+
+async def expand(text: str, value: float = 1234567.0, labels: dict[str, str] = LABELS) -> str:
+    template = parse_alert_template(text, "A")
+    ctx = Context(1000.0, _query, "http://prom.example/x")
+    return await expand_alert_template(
+        template, labels, {"cluster": "eu"}, "http://prom.example/x", value, ctx
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("{{ $labels.instance }} down", "web1:9100 down"),
+        ("{{ $value | humanize }}", "1.235M"),
+        ("{{ humanize 0.00123 }}", "1.23m"),
+        ("{{ humanize1024 1073741824 }}", "1Gi"),
+        ("{{ humanizeDuration 3725 }}", "1h 2m 5s"),
+        ("{{ humanizeDuration 90061 }}", "1d 1h 1m 1s"),
+        ("{{ humanizeDuration 0.0012 }}", "1.2ms"),
+        ("{{ humanizePercentage 0.12345 }}", "12.35%"),
+        ("{{ humanizeTimestamp 1435065584.128 }}", "2015-06-23 13:19:44.128 +0000 UTC"),
+        ('{{ printf "%.2f%%" 12.3456 }}', "12.35%"),
+        ('{{ printf "%d" 3 }} {{ printf "%d" 1.5 }}', "3 %!d(float64=1.5)"),
+        ("{{ $value }}", "1.234567e+06"),
+        ('{{ $labels.job | printf "%s" | toUpper }}', "NODE"),
+        ('{{ title "hello world" }} {{ toLower "ABC" }}', "Hello World abc"),
+        ('{{ reReplaceAll "(.*):.*" "$1" $labels.instance }}', "web1"),
+        (
+            '{{ if eq $labels.severity "page" }}P'
+            '{{ else if eq $labels.severity "warn" }}W{{ end }}',
+            "W",
+        ),
+        ("{{ if gt $value 3.0 }}big{{ else }}small{{ end }}", "big"),
+        (
+            "{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}",
+            "instance=web1:9100;job=node;severity=warn;",
+        ),
+        (
+            "{{ with $labels.job }}[{{ . }}]{{ end }}"
+            "{{ with $labels.nope }}x{{ else }}none{{ end }}",
+            "[node]none",
+        ),
+        ("a {{- $labels.job -}} b {{/* comment */}}c", "anodeb c"),
+        ("{{ $x := 3 }}{{ $x }}{{ $x = 4 }}{{ $x }}", "34"),
+        ('{{ query "up" | first | value }}', "2"),
+        ('{{ range query "up" | sortByLabel "instance" }}{{ .Labels.instance }}{{ end }}', "ab"),
+        (
+            "{{ .Labels.job }} {{ $externalLabels.cluster }} {{ $externalURL }}",
+            "node eu http://prom.example/x",
+        ),
+        ("{{ $labels.missing }}|", "|"),
+        ('{{ index $labels "job" }} {{ len $labels }}', "node 3"),
+        ("{{ stripPort $labels.instance }}", "web1"),
+        ("plain text only", "plain text only"),
+    ],
+)
+async def test_template_expands_like_prometheus(text: str, want: str) -> None:
+    assert await expand(text) == want
+
+
+async def test_comparing_a_float_with_an_int_fails_as_in_go() -> None:
+    out = await expand("{{ gt $value 3 }}")
+    assert out.startswith("<error expanding template:") and "incompatible types" in out
+
+
+async def test_an_unknown_field_is_an_expansion_error_not_a_crash() -> None:
+    out = await expand("{{ .Nope }}")
+    assert "can't evaluate field Nope" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("{{ $labels.instance ", "unclosed action"),
+        ("{{ nosuch 1 }}", 'function "nosuch" not defined'),
+        ("{{ $undefined }}", 'undefined variable "$undefined"'),
+        ("{{ if 1 }}x", "unexpected EOF"),
+        ("{{ end }}", "unexpected {{end}}"),
+        ('{{ define "x" }}{{ end }}', "not supported"),
+        ("{{ .a | }}", "missing value for command"),
+    ],
+)
+def test_bad_template_is_a_parse_error(text: str, error: str) -> None:
+    with pytest.raises(TemplateError, match="template: __alert_A:1: ") as info:
+        parse_alert_template(text, "A")
+    assert error in str(info.value)
+
+
+def test_templates_cannot_reach_python() -> None:
+    with pytest.raises(TemplateError):
+        parse_alert_template("{{ __import__ }}", "A")
+    with pytest.raises(TemplateError):
+        parse_alert_template("{{ .__class__ }}{{ eval }}", "A")
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [(1e6, "1e+06"), (123456.0, "123456"), (0.0001, "0.0001"), (1e-5, "1e-05"), (3.0, "3")],
+)
+def test_floats_print_as_go_prints_them(value: float, want: str) -> None:
+    assert format_float_v(value) == want
+
+
+def test_printf_reports_missing_and_extra_arguments_as_go_does() -> None:
+    assert go_sprintf("%s %s", ["a"]) == "a %!s(MISSING)"
+    assert go_sprintf("%s", ["a", 1]) == "a%!(EXTRA int=1)"
