@@ -45,3 +45,27 @@ def rules_check(files: tuple[str, ...], lint: str, lint_fatal: bool) -> None:
         list(files), sys.stdout, sys.stderr, lint=lint != "none", lint_fatal=lint_fatal
     )
     sys.exit(code)
+
+
+@rules.command("test")
+@click.argument("files", nargs=-1, required=True)
+def rules_test(files: tuple[str, ...]) -> None:
+    """Run rule unit tests written in promtool's format.
+
+    Input series in expanding notation (0+10x100, _, stale), alert_rule_test and
+    promql_expr_test, evaluated with vpsmon's PromQL engine. Exit code 0 when every test
+    passes, 1 otherwise (as `promtool test rules`).
+
+    \b
+    Examples:
+      vpsmon rules test rules/tests/*.test.yml
+    """
+    import asyncio
+    import logging
+
+    from vpsmon.collector.rules.ruletest import run_test_files
+
+    # Failed evaluations are reported in the test output; no log lines in between.
+    logging.getLogger("vpsmon.rules").setLevel(logging.CRITICAL)
+
+    sys.exit(asyncio.run(run_test_files(list(files), sys.stdout, sys.stderr)))

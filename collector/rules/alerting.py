@@ -165,7 +165,11 @@ class AlertingRule:
             series_labels = {k: v for k, v in sample.labels.items()}
             labels = {k: v for k, v in series_labels.items() if k != "__name__"}
             for name, template in self._label_templates.items():
-                labels[name] = await self._expand(template, series_labels, sample.value, ctx)
+                text = await self._expand(template, series_labels, sample.value, ctx)
+                if text:
+                    labels[name] = text
+                else:  # an empty value removes the label, as Prometheus' labels.Builder
+                    labels.pop(name, None)
             labels["alertname"] = self.name
             annotations = {
                 name: await self._expand(template, series_labels, sample.value, ctx)

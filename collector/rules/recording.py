@@ -32,6 +32,7 @@ class RecordingRule:
         seen: set[Labels] = set()
         for sample in result:
             labels = {**sample.labels, "__name__": self.name, **self.labels}
+            labels = {k: v for k, v in labels.items() if v}  # empty removes, as in Prometheus
             key = labels_key(labels)
             if key in seen:
                 raise QueryError(
