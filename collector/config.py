@@ -122,6 +122,13 @@ SETTINGS: tuple[Setting, ...] = (
         from_env=False,
     ),
     Setting("web.session_ttl", parse_duration, 7 * 86400.0, "How long a login session lasts."),
+    Setting(
+        "web.reauth_ttl",
+        parse_duration,
+        300.0,
+        "How long a step-up re-authentication (password or TOTP again) is remembered before "
+        "a terminal, command or other sensitive action asks again.",
+    ),
     Setting("log.level", parse_str, "info", "Log level: debug, info, warning or error."),
 )
 
@@ -139,6 +146,7 @@ class CollectorConfig:
     targets: tuple[StaticTarget, ...]
     session_ttl: float
     log_level: str
+    reauth_ttl: float = 300.0
 
 
 def load_config(
@@ -162,4 +170,5 @@ def load_config(
         targets=v["targets"],
         session_ttl=v["web.session_ttl"],
         log_level=level,
+        reauth_ttl=v["web.reauth_ttl"],
     )

@@ -5,29 +5,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import jinja2
 from aiohttp import WSMsgType, web
 
 from vpsmon import __version__
-from vpsmon.collector import accounts
+from vpsmon.collector import accounts, tokens
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
 from vpsmon.collector.live import summarize
 from vpsmon.collector.servers import list_servers
 from vpsmon.collector.traffic import TrafficAccountant
-from vpsmon.web import auth, detail, servers
+from vpsmon.web import access, auth, detail, servers
 from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
 from vpsmon.web.keys import CONFIG, HEAD, HUB, LIMITER, POOL, TRAFFIC
 from vpsmon.web.live import LiveHub, snapshot_message
 
+log = logging.getLogger("vpsmon.web")
 HERE = Path(__file__).parent
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
@@ -72,6 +74,9 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     servers.setup(app)
     detail.setup(app)
+    from vpsmon.web import users  # here, not at the top: it imports render from this module
+
+    users.setup(app)
     app.router.add_static("/static", HERE / "static", append_version=True, name="static")
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_expire_sessions)
@@ -98,9 +103,30 @@ def _add_security_headers(headers: Any) -> None:
 
 @web.middleware
 async def session_middleware(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    request[auth.TOKEN_KEY] = None
+    header = request.headers.get("Authorization")
+    if header is not None and request.path.startswith("/api/"):
+        # Scripts: the token alone authenticates (cookies are ignored), and no CSRF token is
+        # needed, because a browser never adds this header to a cross-site request.
+        scheme, _, secret = header.partition(" ")
+        found = (
+            await tokens.authenticate_token(request.app[POOL], secret.strip())
+            if scheme.lower() == "bearer"
+            else None
+        )
+        if found is None:
+            raise web.HTTPUnauthorized(
+                text='{"error": "invalid, expired or revoked API token"}',
+                content_type="application/json",
+                headers={"WWW-Authenticate": 'Bearer realm="vpsmon"'},
+            )
+        request[auth.SESSION_KEY] = None
+        request[auth.USER_KEY], request[auth.TOKEN_KEY] = found
+        return await handler(request)
     token = request.cookies.get(auth.SESSION_COOKIE)
     session = await accounts.load_session(request.app[POOL], token) if token else None
     request[auth.SESSION_KEY] = session
+    request[auth.USER_KEY] = session.user if session else None
     if (
         request.method not in auth.SAFE_METHODS
         and session is not None
@@ -173,17 +199,23 @@ async def login_submit(request: web.Request) -> web.Response:
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:1024]
     limiter = request.app[LIMITER]
-    address = request.remote or "?"
+    pool = request.app[POOL]
+    address = access.client_address(request)
     now = auth.now()
-    if limiter.blocked(address, username, now):
+    trusted = await accounts.is_trusted_device(
+        pool, request.cookies.get(auth.DEVICE_COOKIE), username
+    )
+    if limiter.blocked(address, username, now, trusted_device=trusted):
         return await login_page(request, t["login.limited"], 429)
-    user = await accounts.authenticate(request.app[POOL], username, password)
+    user = await accounts.authenticate(pool, username, password)
     if user is None:
         limiter.failed(address, username, now)
+        await access.audit(request, "login.failure", username=username, success=False)
         return await login_page(request, t["login.failed"], 401)
-    limiter.succeeded(username)
+    limiter.succeeded(address, username)
+    await access.audit(request, "login.success", user=user)
     ttl = request.app[CONFIG].session_ttl
-    token, _ = await accounts.create_session(request.app[POOL], user, ttl)
+    token, _ = await accounts.create_session(pool, user, ttl, address=address)
     response = web.HTTPFound("/")
     response.set_cookie(
         auth.SESSION_COOKIE,
@@ -194,6 +226,16 @@ async def login_submit(request: web.Request) -> web.Response:
         max_age=int(ttl),
         path="/",
     )
+    if not trusted:
+        response.set_cookie(
+            auth.DEVICE_COOKIE,
+            await accounts.trust_device(pool, user.id),
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure,
+            max_age=accounts.DEVICE_TTL_SECONDS,
+            path="/login",
+        )
     response.del_cookie(auth.LOGIN_CSRF_COOKIE, path="/login")
     raise response
 
@@ -220,12 +262,19 @@ async def set_language(request: web.Request) -> web.Response:
     raise response
 
 
-async def _server_rows(request: web.Request) -> list[dict[str, Any]]:
+async def _server_rows(
+    request: web.Request, visible: frozenset[int] | None | Literal["request"] = "request"
+) -> list[dict[str, Any]]:
+    """The servers the request's user may see, with their live figures."""
     head = request.app[HEAD]
     traffic = request.app[TRAFFIC]
     now = auth.now()
+    if visible == "request":
+        visible = await access.request_visible_ids(request)
     rows = []
     for server in await list_servers(request.app[POOL]):
+        if not access.is_visible(visible, server.id):
+            continue
         row = server.as_json()
         state = head.state(server.id)
         row["live"] = (
@@ -246,7 +295,7 @@ def _traffic_json(
 
 
 async def api_servers(request: web.Request) -> web.Response:
-    auth.require_session(request)
+    access.require_user(request)
     return web.json_response({"servers": await _server_rows(request)})
 
 
@@ -260,16 +309,20 @@ def _same_origin(request: web.Request) -> bool:
 
 
 async def live_socket(request: web.Request) -> web.StreamResponse:
-    auth.require_session(request)
+    access.require_user(request)
     if not _same_origin(request):
         raise web.HTTPForbidden(text="WebSocket from another origin refused")
+    visible = await access.request_visible_ids(request)
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     hub = request.app[HUB]
-    queue = hub.register(ws)
+    queue = hub.register(ws, visible)
     try:
-        await ws.send_str(snapshot_message(await _server_rows(request)))
-        sender = asyncio.create_task(_pump(queue, ws))
+        await ws.send_str(snapshot_message(await _server_rows(request, visible)))
+        tasks = [
+            asyncio.create_task(_pump(queue, ws)),
+            asyncio.create_task(_recheck_access(request, ws, queue, visible)),
+        ]
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.ERROR:
@@ -277,12 +330,42 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
                 if msg.type == WSMsgType.TEXT:
                     await _client_message(request, ws, msg.data)
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     finally:
         hub.unregister(ws)
     return ws
+
+
+async def _recheck_access(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    queue: asyncio.Queue[str],
+    visible: frozenset[int] | None,
+) -> None:
+    """A long-lived socket must not outlive its access: re-read the session (or token) and the
+    user's servers now and then; close on logout, disable or revocation, and send a new
+    snapshot when the visible servers change."""
+    hub = request.app[HUB]
+    while not ws.closed:
+        await asyncio.sleep(hub.recheck_seconds)
+        try:
+            user = await access.recheck_credentials(request)
+            now_visible = (
+                await access.visible_server_ids(request.app[POOL], user) if user else frozenset()
+            )
+        except Exception as err:  # database away: keep the socket as it is, try again later
+            log.warning("cannot re-check live socket access error=%s", err)
+            continue
+        if user is None:
+            await ws.close(code=4401, message=b"session ended")
+            return
+        if now_visible != visible:
+            visible = now_visible
+            hub.set_visible(ws, visible)
+            await queue.put(snapshot_message(await _server_rows(request, visible)))
 
 
 async def _client_message(request: web.Request, ws: web.WebSocketResponse, text: str) -> None:

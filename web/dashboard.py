@@ -1,7 +1,7 @@
 """Helpers shared by the dashboard's pages (overview, server records, detail, status page).
 
-Access: until web/access.py (accounts) lands, every signed-in user sees every server and only
-admins change records; `visible_ids` and `require_editor` are the two places that switch to it.
+Access: `visible_ids` asks web/access.py (per-server grants); only admins change records
+(`require_editor`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from aiohttp import web
 
 from vpsmon.collector import accounts
 from vpsmon.collector.servers import InvalidServer
-from vpsmon.web import auth
+from vpsmon.web import access, auth
 from vpsmon.web.i18n import messages, pick_language
 from vpsmon.web.keys import POOL
 
@@ -50,7 +50,10 @@ def server_id_param(request: web.Request) -> int:
 
 
 async def visible_ids(request: web.Request) -> set[int]:
-    """Ids of the servers the signed-in user may see."""
-    auth.require_session(request)
+    """Ids of the servers the signed-in user may see (read afresh: sockets live long)."""
+    user = access.require_user(request)
+    visible = await access.visible_server_ids(request.app[POOL], user)
+    if visible is not None:
+        return set(visible)
     rows = await request.app[POOL].fetch("SELECT id FROM servers")
     return {r["id"] for r in rows}

@@ -241,7 +241,9 @@ async def _changed(request: web.Request, server: Server, action: str, who: str) 
         server.id,
         Plan(server.traffic_reset_day, server.traffic_mode, server.traffic_quota_bytes),  # type: ignore[arg-type]
     )
-    request.app[HUB].broadcast(json.dumps({"type": "changed", "id": server.id}))
+    request.app[HUB].broadcast(
+        json.dumps({"type": "changed", "id": server.id}), server_id=server.id
+    )
     log.info("server %s id=%d name=%r user=%s", action, server.id, server.name, who)
 
 
@@ -249,5 +251,7 @@ async def _delete(request: web.Request, server: Server, who: str) -> None:
     await records.delete_server(request.app[POOL], server.id)
     request.app[HEAD].forget(server.id)
     request.app[TRAFFIC].forget(server.id)
-    request.app[HUB].broadcast(json.dumps({"type": "removed", "id": server.id}))
+    request.app[HUB].broadcast(
+        json.dumps({"type": "removed", "id": server.id}), server_id=server.id
+    )
     log.info("server delete id=%d name=%r user=%s", server.id, server.name, who)

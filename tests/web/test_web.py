@@ -80,7 +80,7 @@ class Site:
 
 @pytest.fixture
 async def site(pool: asyncpg.Pool) -> AsyncIterator[Site]:
-    await accounts.create_user(pool, USERNAME, PASSWORD, "operator")
+    await accounts.create_user(pool, USERNAME, PASSWORD, "admin")
     head = Head()
     app = create_app(load_config(None, env={}), pool, head)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
