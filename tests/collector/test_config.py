@@ -53,6 +53,7 @@ def test_the_good_config_file_sets_every_value() -> None:
         ),
     )
     assert config.session_ttl == 12 * 3600.0
+    assert config.reauth_ttl == 600.0
     assert config.log_level == "debug"
 
 
