@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from vpsmon.collector import access as grants
 from vpsmon.collector import accounts
 from vpsmon.collector.config import load_config
 from vpsmon.collector.head import Head
@@ -204,6 +205,9 @@ async def test_a_viewer_reads_but_cannot_add_change_or_delete(
 ) -> None:
     created = (await admin.api("POST", "/api/servers", FULL))[1]["server"]
     path = f"/api/servers/{created['id']}"
+    assert (await viewer.api("GET", path))[0] == 404, "not granted: as if it did not exist"
+    watcher = await accounts.find_user(pool, "watcher")
+    await grants.grant_server(pool, watcher.id, created["id"])
     assert (await viewer.api("GET", path))[0] == 200
     assert (await viewer.api("POST", "/api/servers", {**FULL, "address": "10.9.9.9"}))[0] == 403
     assert (await viewer.api("PATCH", path, {"name": "mine"}))[0] == 403
