@@ -18,6 +18,7 @@ from aiohttp import web
 from vpsmon.collector import accounts
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
+from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.scrape.loop import Scraper
 from vpsmon.collector.servers import list_servers, to_targets, upsert_static
 from vpsmon.collector.storage.db import connect_pool
@@ -65,14 +66,18 @@ async def run_collector(
         await upsert_static(pool, config.targets)
         head = Head()
         writer = SampleWriter(pool, config.job)
-        app = create_app(config, pool, head)
+        notify = NotifyService(pool, config)  # notify.submit is the rule manager's notify function
+        app = create_app(config, pool, head, notify=notify)
         runner = await serve_site(app, config.listen.host, config.listen.port)
         try:
-            async with Scraper(
-                [head.append, writer.append],
-                body_size_limit=config.body_size_limit,
-                sample_limit=config.sample_limit,
-            ) as scraper:
+            async with (
+                notify.running(head),
+                Scraper(
+                    [head.append, writer.append],
+                    body_size_limit=config.body_size_limit,
+                    sample_limit=config.sample_limit,
+                ) as scraper,
+            ):
                 tasks = [
                     asyncio.create_task(writer.run(), name="writer"),
                     asyncio.create_task(_refresh_targets(pool, scraper, config), name="targets"),

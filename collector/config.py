@@ -75,6 +75,17 @@ def parse_targets(value: Any) -> tuple[StaticTarget, ...]:
     return tuple(out)
 
 
+def parse_str_list(value: Any) -> tuple[str, ...]:
+    """A YAML list of strings, or a comma-separated string (from the environment)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple) and all(isinstance(x, str | int) for x in value):
+        return tuple(str(x).strip() for x in value)
+    raise ValueError("expected a list of strings or a comma-separated string")
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "listen",
@@ -130,7 +141,73 @@ SETTINGS: tuple[Setting, ...] = (
         "a terminal, command or other sensitive action asks again.",
     ),
     Setting("log.level", parse_str, "info", "Log level: debug, info, warning or error."),
+    Setting(
+        "notify.resolve_timeout",
+        parse_duration,
+        300.0,
+        "An alert received without endsAt counts as resolved this long after it was last sent.",
+    ),
+    Setting(
+        "notify.allowed_hosts",
+        parse_str_list,
+        (),
+        "Private or local addresses (CIDRs, IPs or host names) channels may deliver to; all "
+        "others are refused (SSRF guard, docs/notifications.md).",
+    ),
+    Setting("notify.timeout", parse_duration, 15.0, "Timeout of one delivery attempt."),
+    Setting(
+        "notify.max_attempts",
+        parse_positive_int,
+        10,
+        "Delivery attempts before a notification is marked failed (backoff 10 s doubling to 10 m).",
+    ),
+    Setting(
+        "notify.offline_after",
+        parse_duration,
+        60.0,
+        "The built-in ServerDown alert fires once a server has failed its scrapes this long.",
+    ),
+    Setting(
+        "notify.traffic_thresholds",
+        parse_str_list,
+        ("80", "90", "100"),
+        "Percentages of the monthly traffic quota at which TrafficQuota alerts fire.",
+    ),
+    Setting(
+        "notify.expiry_days",
+        parse_str_list,
+        ("7", "3", "1"),
+        "Days before a server's expiry date at which ServerExpiring alerts fire.",
+    ),
+    Setting(
+        "notify.external_url",
+        parse_optional_str,
+        None,
+        "The UI's address as people reach it, used in links in notifications.",
+    ),
 )
+
+
+def _numbers(name: str, values: tuple[str, ...]) -> tuple[float, ...]:
+    try:
+        numbers = tuple(sorted({float(v) for v in values}))
+    except ValueError:
+        raise ConfigError(f"{name}: expected numbers, got {list(values)}") from None
+    if any(n <= 0 for n in numbers):
+        raise ConfigError(f"{name}: expected positive numbers")
+    return numbers
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    resolve_timeout: float = 300.0
+    allowed_hosts: tuple[str, ...] = ()
+    timeout: float = 15.0
+    max_attempts: int = 10
+    offline_after: float = 60.0
+    traffic_thresholds: tuple[float, ...] = (80.0, 90.0, 100.0)
+    expiry_days: tuple[float, ...] = (1.0, 3.0, 7.0)
+    external_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +224,7 @@ class CollectorConfig:
     session_ttl: float
     log_level: str
     reauth_ttl: float = 300.0
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
 
 def load_config(
@@ -171,4 +249,16 @@ def load_config(
         session_ttl=v["web.session_ttl"],
         log_level=level,
         reauth_ttl=v["web.reauth_ttl"],
+        notify=NotifyConfig(
+            resolve_timeout=v["notify.resolve_timeout"],
+            allowed_hosts=v["notify.allowed_hosts"],
+            timeout=v["notify.timeout"],
+            max_attempts=v["notify.max_attempts"],
+            offline_after=v["notify.offline_after"],
+            traffic_thresholds=_numbers(
+                "notify.traffic_thresholds", v["notify.traffic_thresholds"]
+            ),
+            expiry_days=_numbers("notify.expiry_days", v["notify.expiry_days"]),
+            external_url=v["notify.external_url"],
+        ),
     )

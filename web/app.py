@@ -21,9 +21,11 @@ from vpsmon.collector import accounts, tokens
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
 from vpsmon.collector.live import summarize
+from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.servers import list_servers
 from vpsmon.collector.traffic import TrafficAccountant
 from vpsmon.web import access, auth, detail, servers
+from vpsmon.web import notify as notify_web
 from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
 from vpsmon.web.keys import CONFIG, HEAD, HUB, LIMITER, POOL, TRAFFIC
@@ -44,6 +46,7 @@ def create_app(
     pool: asyncpg.Pool,
     head: Head,
     traffic: TrafficAccountant | None = None,
+    notify: NotifyService | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[security_headers, session_middleware], client_max_size=1024 * 1024
@@ -77,6 +80,7 @@ def create_app(
     from vpsmon.web import users  # here, not at the top: it imports render from this module
 
     users.setup(app)
+    notify_web.setup(app, notify)
     app.router.add_static("/static", HERE / "static", append_version=True, name="static")
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_expire_sessions)

@@ -55,6 +55,11 @@ def test_the_good_config_file_sets_every_value() -> None:
     assert config.session_ttl == 12 * 3600.0
     assert config.reauth_ttl == 600.0
     assert config.log_level == "debug"
+    assert config.notify.resolve_timeout == 600.0
+    assert config.notify.allowed_hosts == ("10.0.0.0/8", "alertmanager.lan")
+    assert config.notify.traffic_thresholds == (50.0, 95.0)
+    assert config.notify.expiry_days == (2.0, 14.0)
+    assert config.notify.external_url == "https://vpsmon.example"
 
 
 def test_the_good_config_file_touches_every_setting_in_the_table() -> None:

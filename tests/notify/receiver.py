@@ -53,6 +53,13 @@ class Receiver:
             return await self.responder(request, body)
         return web.json_response({})
 
+    async def wait_for(self, count: int, within: float) -> None:
+        """Until `count` requests arrived; TimeoutError after `within` seconds."""
+        async with asyncio.timeout(within):
+            while len(self.requests) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
     async def __aenter__(self) -> Receiver:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)

@@ -143,10 +143,7 @@ async def test_a_hanging_channel_never_delays_another(
             await dispatcher.submit([alert(f"Alert{i}", ends=clock.now + 3600)])
         await dispatcher.tick(clock.advance(30))
         await worker.poll(clock.now)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while len(fast.requests) < 3 and loop.time() - started < 1.5:
-            await asyncio.sleep(0.02)
+        await fast.wait_for(3, within=1.5)
         assert len(fast.requests) == 3, "the fast channel got all three while the slow one hung"
         assert len(slow.requests) == 1
         await worker.idle()  # the slow one times out after 2 s (the worker's timeout)
