@@ -15,6 +15,7 @@ from vpsmon.config import (
     HostPort,
     Setting,
     load,
+    parse_bool,
     parse_duration,
     parse_hostport,
     parse_optional_str,
@@ -140,6 +141,14 @@ SETTINGS: tuple[Setting, ...] = (
         "How long a step-up re-authentication (password or TOTP again) is remembered before "
         "a terminal, command or other sensitive action asks again.",
     ),
+    Setting(
+        "status_page.enabled",
+        parse_bool,
+        False,
+        "Serve the public status page at /status (no login): the servers marked public, "
+        "read-only, without addresses.",
+    ),
+    Setting("status_page.title", parse_str, "Status", "Heading of the public status page."),
     Setting("log.level", parse_str, "info", "Log level: debug, info, warning or error."),
     Setting(
         "notify.resolve_timeout",
@@ -225,6 +234,8 @@ class CollectorConfig:
     log_level: str
     reauth_ttl: float = 300.0
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    status_page: bool = False
+    status_title: str = "Status"
 
 
 def load_config(
@@ -261,4 +272,6 @@ def load_config(
             expiry_days=_numbers("notify.expiry_days", v["notify.expiry_days"]),
             external_url=v["notify.external_url"],
         ),
+        status_page=v["status_page.enabled"],
+        status_title=v["status_page.title"],
     )

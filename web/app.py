@@ -24,7 +24,7 @@ from vpsmon.collector.live import summarize
 from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.servers import list_servers
 from vpsmon.collector.traffic import TrafficAccountant
-from vpsmon.web import access, auth, detail, servers
+from vpsmon.web import access, auth, detail, servers, status
 from vpsmon.web import notify as notify_web
 from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
@@ -81,6 +81,7 @@ def create_app(
 
     users.setup(app)
     notify_web.setup(app, notify)
+    status.setup(app)
     app.router.add_static("/static", HERE / "static", append_version=True, name="static")
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_expire_sessions)
@@ -169,9 +170,14 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
 
 
 async def overview(request: web.Request) -> web.Response:
-    auth.require_session(request)
     # Rendered on the server too, so the page is useful before the WebSocket connects.
-    return render(request, "overview.html", servers=await _server_rows(request))
+    session = auth.require_session(request)
+    return render(
+        request,
+        "overview.html",
+        servers=await _server_rows(request),
+        can_edit=session.user.role == "admin",
+    )
 
 
 async def login_page(

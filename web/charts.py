@@ -60,12 +60,18 @@ CPU_MODES = ("user", "system", "iowait", "steal", "irq", "softirq", "nice")
 
 @dataclass
 class GridSeries:
-    """One stored series on the grid; ``times`` are the actual sample times (for rates)."""
+    """One stored series on the grid.
+
+    ``times`` are the actual sample times (rates between two readings, the live view); when
+    the storage already summed a counter's ``increase`` per step (history), that is used.
+    """
 
     metric: str
     labels: Mapping[str, str]
     values: Values
     times: Values
+    increase: Values | None = None
+    step: float = 0.0
 
 
 def _sum(columns: Iterable[Values], length: int) -> Values:
@@ -79,6 +85,8 @@ def _sum(columns: Iterable[Values], length: int) -> Values:
 
 def rate(series: GridSeries, max_gap: int) -> Values:
     """Per-second growth between a step and the previous step that has a reading."""
+    if series.increase is not None and series.step > 0:
+        return [None if v is None else v / series.step for v in series.increase]
     out: Values = [None] * len(series.values)
     last_i: int | None = None
     for i, v in enumerate(series.values):
@@ -112,6 +120,13 @@ def _round(v: float | None) -> float | None:
     if v == 0:
         return 0
     return float(f"{v:.4g}")
+
+
+def _first(before: Values | None, values: Values) -> Values:
+    """Where ``before`` has no value, take the one from ``values``."""
+    if before is None:
+        return values
+    return [b if b is not None else v for b, v in zip(before, values, strict=True)]
 
 
 def _has_data(values: Values) -> bool:
@@ -157,19 +172,21 @@ def build(series: Sequence[GridSeries], length: int, max_gap: int = 3) -> list[d
     if _has_data(loads[0][1]):
         charts.append({"id": "load", "unit": "number", "series": [_line(n, v) for n, v in loads]})
 
-    sizes = {
-        s.labels.get("mountpoint", ""): s
-        for s in by_metric.get("node_filesystem_size_bytes", [])
-        if s.labels.get("fstype", "") not in _FS_EXCLUDE
-    }
-    disk_lines = []
+    sizes: dict[str, Values] = {}
+    for s in by_metric.get("node_filesystem_size_bytes", []):
+        if s.labels.get("fstype", "") not in _FS_EXCLUDE:
+            mount = s.labels.get("mountpoint", "")
+            sizes[mount] = _first(sizes.get(mount), s.values)
+    # One line per mount point, even if the device behind it changed within the range.
+    by_mount: dict[str, Values] = {}
     for avail in by_metric.get("node_filesystem_avail_bytes", []):
         mount = avail.labels.get("mountpoint", "")
         size = sizes.get(mount)
         if size is None:
             continue
-        used = _diff(size.values, avail.values)
-        disk_lines.append(_line(mount, _ratio(used, size.values, 100.0)))
+        share = _ratio(_diff(size, avail.values), size, 100.0)
+        by_mount[mount] = _first(by_mount.get(mount), share)
+    disk_lines = [_line(mount, values) for mount, values in by_mount.items()]
     if disk_lines:
         disk_lines.sort(key=lambda line: (line["name"] != "/", line["name"]))
         charts.append({"id": "disk", "unit": "percent", "series": disk_lines[:12]})

@@ -60,6 +60,8 @@ def test_the_good_config_file_sets_every_value() -> None:
     assert config.notify.traffic_thresholds == (50.0, 95.0)
     assert config.notify.expiry_days == (2.0, 14.0)
     assert config.notify.external_url == "https://vpsmon.example"
+    assert config.status_page is True
+    assert config.status_title == "Fleet status"
 
 
 def test_the_good_config_file_touches_every_setting_in_the_table() -> None:

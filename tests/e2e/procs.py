@@ -67,7 +67,14 @@ def base_env(**extra: str) -> dict[str, str]:
 class Slice:
     """An exporter and a collector (with its web UI) started as a user would start them."""
 
-    def __init__(self, tmp_path: Path, database_url: str, server_name: str, password: str) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        database_url: str,
+        server_name: str,
+        password: str,
+        collector_env: Mapping[str, str] | None = None,
+    ) -> None:
         from tests.conftest import free_port
 
         self.exporter_port, self.web_port = free_port(), free_port()
@@ -85,7 +92,11 @@ class Slice:
         )
         self.collector = Proc(
             ["collector", "run", "-c", str(config), "--listen", f"127.0.0.1:{self.web_port}"],
-            base_env(VPSMON_DATABASE_URL=database_url, VPSMON_ADMIN_PASSWORD=password),
+            base_env(
+                VPSMON_DATABASE_URL=database_url,
+                VPSMON_ADMIN_PASSWORD=password,
+                **(collector_env or {}),
+            ),
             tmp_path / "collector.log",
         )
         try:

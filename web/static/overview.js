@@ -1,40 +1,23 @@
-// Overview: the server list, kept live over one WebSocket. Every value is set with
-// textContent, never innerHTML, so hostile names stay text.
-const T = JSON.parse(document.getElementById("messages").dataset.json);
-const cards = document.getElementById("cards");
-const tbody = document.querySelector("#table tbody");
-const table = document.getElementById("table");
-const search = document.getElementById("search");
-const servers = new Map(); // id -> {record, live, card, row}
+// Overview: every server as a card or a table row, kept live over one WebSocket.
+// Every value is set with textContent, never innerHTML, so hostile names stay text.
+import {
+  T, fmt, pct, bytes, rate, duration, ratio, el, level, daysUntil, expiryText, trafficText, liveSocket,
+} from "./common.js";
 
-function fmt(template, values) {
-  return template.replace(/\{(\w+)\}/g, (_, k) => values[k]);
-}
-function pct(ratio) {
-  return ratio == null ? "–" : (ratio * 100).toFixed(1) + "%";
-}
-function bytes(n) {
-  if (n == null) return "–";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return n.toFixed(i ? 1 : 0) + " " + units[i];
-}
-function rate(n) { return n == null ? "–" : bytes(n) + "/s"; }
-function duration(s) {
-  if (s == null) return "–";
-  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
-  if (d) return `${d}${T["unit.days"]} ${h}${T["unit.hours"]}`;
-  if (h) return `${h}${T["unit.hours"]} ${m}${T["unit.minutes"]}`;
-  return `${m}${T["unit.minutes"]}`;
-}
-function ratio(used, total) { return used == null || !total ? null : used / total; }
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text != null) e.textContent = text;
-  return e;
-}
+const cards = document.getElementById("cards");
+const table = document.getElementById("table");
+const tbody = table.querySelector("tbody");
+const search = document.getElementById("search");
+const groupSelect = document.getElementById("group-filter");
+const tagBox = document.getElementById("tag-filter");
+const sortSelect = document.getElementById("sort");
+const servers = new Map(); // id -> entry
+const store = {
+  get(k, d) { try { return localStorage.getItem("vpsmon." + k) ?? d; } catch { return d; } },
+  set(k, v) { try { localStorage.setItem("vpsmon." + k, v); } catch { /* private mode */ } },
+};
+let activeTags = new Set(JSON.parse(store.get("tags", "[]")));
+
 function meter(label) {
   const wrap = el("div", "meter");
   wrap.append(el("span", "meter-label", label), el("span", "meter-value", "–"));
@@ -46,57 +29,110 @@ function setMeter(m, r, text) {
   m.querySelector(".meter-value").textContent = text;
   const fill = m.querySelector(".fill");
   fill.style.width = r == null ? "0" : Math.min(100, r * 100).toFixed(1) + "%";
-  fill.className = "fill" + (r > 0.9 ? " crit" : r > 0.75 ? " warn" : "");
+  fill.className = "fill " + level(r);
 }
+function chip(text, cls) { return el("span", "chip " + (cls || ""), text); }
 
 function createEntry(record) {
   const card = el("article", "card server");
   card.dataset.id = record.id;
   const head = el("header");
-  head.append(el("span", "dot"), el("h2", "name", record.name), el("span", "status muted"));
-  card.append(head, el("p", "os muted"));
+  const link = el("a", "name-link");
+  link.href = `/servers/${record.id}`;
+  link.append(el("h2", "name", record.name));
+  head.append(el("span", "dot"), link, el("span", "flag"), el("span", "status muted"));
+  const sub = el("p", "sub muted");
   const cpu = meter(T["col.cpu"]), mem = meter(T["col.memory"]), disk = meter(T["col.disk"]);
-  card.append(cpu, mem, disk);
   const facts = el("dl", "facts");
   for (const key of ["col.load", "col.net", "col.uptime"]) {
     facts.append(el("dt", null, T[key]), el("dd", key.replace("col.", "f-"), "–"));
   }
-  card.append(facts);
+  const traffic = meter(T["ov.traffic"]);
+  traffic.classList.add("traffic");
+  const foot = el("footer", "card-foot");
+  card.append(head, sub, cpu, mem, disk, facts, traffic, foot);
+
   const row = document.createElement("tr");
   row.dataset.id = record.id;
-  for (let i = 0; i < 9; i++) row.append(el("td"));
-  row.children[0].textContent = record.name;
-  return { record, live: null, card, row, meters: { cpu, mem, disk } };
+  const nameCell = el("td", "name-cell");
+  const rowLink = el("a", null, record.name);
+  rowLink.href = `/servers/${record.id}`;
+  nameCell.append(el("span", "dot"), rowLink);
+  row.append(nameCell);
+  for (let i = 0; i < 11; i++) row.append(el("td"));
+  return { record, live: null, card, row, meters: { cpu, mem, disk, traffic } };
+}
+
+function statusText(live, record) {
+  if (live.online) return T["overview.online"];
+  const seen = live.last_seen ?? record.last_seen;
+  if (seen == null) return live.error ? T["overview.offline"] : T["overview.waiting"];
+  return fmt(T["ov.last_seen"], { ago: duration(Date.now() / 1000 - seen) });
+}
+
+function renderRecord(entry) {
+  const r = entry.record, card = entry.card;
+  card.querySelector("h2.name").textContent = r.name;
+  entry.row.querySelector(".name-cell a").textContent = r.name;
+  const flag = card.querySelector(".flag");
+  flag.textContent = r.country_code || "";
+  flag.hidden = !r.country_code;
+  flag.title = r.region || "";
+  const foot = card.querySelector(".card-foot");
+  const bits = [];
+  if (r.group) bits.push(chip(r.group, "group"));
+  for (const t of r.tags || []) bits.push(chip(t, "tag"));
+  const days = daysUntil(r.expires_on);
+  if (days != null) {
+    const exp = chip(`${T["ov.expires"]} ${expiryText(days)}`, "expiry " + (days < 0 ? "crit" : days <= 7 ? "warn" : ""));
+    exp.title = r.expires_on;
+    bits.push(exp);
+  }
+  foot.replaceChildren(...bits);
+  foot.hidden = bits.length === 0;
 }
 
 function render(entry) {
   const live = entry.live || {};
+  const r = entry.record;
   const online = !!live.online;
-  const status = online ? T["overview.online"]
-    : live.last_seen == null && !live.error ? T["overview.waiting"] : T["overview.offline"];
+  const status = statusText(live, r);
   entry.card.classList.toggle("offline", !online);
-  entry.card.querySelector(".status").textContent = status;
-  entry.card.querySelector(".status").title = live.error || "";
-  entry.card.querySelector(".os").textContent = [live.os, live.kernel].filter(Boolean).join(" · ") || "\u00a0";
+  entry.row.classList.toggle("offline", !online);
+  const st = entry.card.querySelector(".status");
+  st.textContent = online ? "" : status;
+  st.title = live.error || "";
+  const where = [r.region, live.os].filter(Boolean).join(" · ");
+  entry.card.querySelector(".sub").textContent = where || "\u00a0";
   const memR = ratio(live.memory_used, live.memory_total), diskR = ratio(live.disk_used, live.disk_total);
   setMeter(entry.meters.cpu, live.cpu, pct(live.cpu));
   setMeter(entry.meters.mem, memR, live.memory_total ? `${bytes(live.memory_used)} / ${bytes(live.memory_total)}` : "–");
-  setMeter(entry.meters.disk, diskR, live.disk_total ? `${bytes(live.disk_used)} / ${bytes(live.disk_total)}` : "–");
+  setMeter(entry.meters.disk, diskR, live.disk_total ? `${bytes(live.disk_used)} / ${bytes(live.disk_total, 0)}` : "–");
+  const tr = live.traffic;
+  const trR = tr && tr.quota ? tr.used / tr.quota : null;
+  setMeter(entry.meters.traffic, trR, trafficText(tr));
+  entry.meters.traffic.hidden = !tr || (!tr.quota && !tr.used);
   const load = live.load1 == null ? "–" : [live.load1, live.load5, live.load15].map((v) => v.toFixed(2)).join(" ");
-  const net = `${rate(live.net_rx)} / ${rate(live.net_tx)}`;
+  const net = `↓ ${rate(live.net_rx)}  ↑ ${rate(live.net_tx)}`;
   entry.card.querySelector(".f-load").textContent = load;
   entry.card.querySelector(".f-net").textContent = net;
   entry.card.querySelector(".f-uptime").textContent = duration(live.uptime);
-  const cells = entry.row.children;
-  cells[1].textContent = status;
-  cells[1].className = online ? "ok" : "bad";
-  cells[2].textContent = pct(live.cpu);
-  cells[3].textContent = pct(memR);
-  cells[4].textContent = pct(diskR);
-  cells[5].textContent = load;
-  cells[6].textContent = net;
-  cells[7].textContent = duration(live.uptime);
-  cells[8].textContent = live.os || "–";
+  const c = entry.row.children;
+  c[1].textContent = online ? T["overview.online"] : status;
+  c[1].className = online ? "ok" : "bad";
+  c[2].textContent = [r.country_code, r.region].filter(Boolean).join(" ") || "–";
+  c[3].textContent = pct(live.cpu); c[3].className = "num " + level(live.cpu);
+  c[4].textContent = pct(memR); c[4].className = "num " + level(memR);
+  c[5].textContent = pct(diskR); c[5].className = "num " + level(diskR);
+  c[6].textContent = load; c[6].className = "num";
+  c[7].textContent = `${rate(live.net_rx)} / ${rate(live.net_tx)}`; c[7].className = "num";
+  c[8].textContent = tr ? (tr.quota ? `${bytes(tr.used)} / ${bytes(tr.quota, 0)}` : bytes(tr.used)) : "–";
+  c[8].className = "num " + level(trR);
+  c[9].textContent = duration(live.uptime); c[9].className = "num";
+  const days = daysUntil(r.expires_on);
+  c[10].textContent = expiryText(days);
+  c[10].className = days == null ? "" : days < 0 ? "crit" : days <= 7 ? "warn" : "";
+  c[11].textContent = live.os || "–";
 }
 
 function summary() {
@@ -106,13 +142,64 @@ function summary() {
   document.getElementById("empty").hidden = servers.size > 0;
 }
 
+function rebuildFilters() {
+  const groups = new Set(), tags = new Set();
+  for (const e of servers.values()) {
+    groups.add(e.record.group || "");
+    for (const t of e.record.tags || []) tags.add(t);
+  }
+  const current = store.get("group", "*");
+  const options = [new Option(T["ov.all_groups"], "*")];
+  for (const g of [...groups].sort()) options.push(new Option(g || T["ov.ungrouped"], g));
+  groupSelect.replaceChildren(...options);
+  groupSelect.value = [...groups, "*"].includes(current) ? current : "*";
+  groupSelect.hidden = groups.size < 2;
+  const chips = [...tags].sort().map((t) => {
+    const b = el("button", "chip tag" + (activeTags.has(t) ? " on" : ""), t);
+    b.type = "button";
+    b.setAttribute("aria-pressed", activeTags.has(t) ? "true" : "false");
+    b.addEventListener("click", () => {
+      if (activeTags.has(t)) activeTags.delete(t); else activeTags.add(t);
+      store.set("tags", JSON.stringify([...activeTags]));
+      rebuildFilters(); applyFilter();
+    });
+    return b;
+  });
+  activeTags = new Set([...activeTags].filter((t) => tags.has(t)));
+  tagBox.replaceChildren(...chips);
+  tagBox.hidden = chips.length === 0;
+}
+
+const SORTS = {
+  name: (a, b) => a.record.name.localeCompare(b.record.name),
+  status: (a, b) => Number(!!b.live?.online) - Number(!!a.live?.online) || SORTS.name(a, b),
+  cpu: (a, b) => (b.live?.cpu ?? -1) - (a.live?.cpu ?? -1),
+  memory: (a, b) => (ratio(b.live?.memory_used, b.live?.memory_total) ?? -1) - (ratio(a.live?.memory_used, a.live?.memory_total) ?? -1),
+  net: (a, b) => ((b.live?.net_rx ?? 0) + (b.live?.net_tx ?? 0)) - ((a.live?.net_rx ?? 0) + (a.live?.net_tx ?? 0)),
+  traffic: (a, b) => (b.live?.traffic?.used ?? -1) - (a.live?.traffic?.used ?? -1),
+  expiry: (a, b) => (daysUntil(a.record.expires_on) ?? 1e9) - (daysUntil(b.record.expires_on) ?? 1e9),
+};
+
+function applySort() {
+  const sorter = SORTS[sortSelect.value] || SORTS.name;
+  const list = [...servers.values()].sort(sorter);
+  for (const e of list) { cards.append(e.card); tbody.append(e.row); }
+}
+
 function applyFilter() {
   const q = search.value.trim().toLowerCase();
+  const group = groupSelect.value;
+  let shown = 0;
   for (const e of servers.values()) {
-    const text = [e.record.name, e.record.group, ...(e.record.tags || [])].join(" ").toLowerCase();
-    const hide = q && !text.includes(q);
-    e.card.hidden = hide; e.row.hidden = hide;
+    const r = e.record;
+    const text = [r.name, r.group, r.region, r.provider, r.country_code, e.live?.os, ...(r.tags || [])].join(" ").toLowerCase();
+    let hide = q && !text.includes(q);
+    if (group !== "*" && (r.group || "") !== group) hide = true;
+    for (const t of activeTags) if (!(r.tags || []).includes(t)) hide = true;
+    e.card.hidden = !!hide; e.row.hidden = !!hide;
+    if (!hide) shown++;
   }
+  document.getElementById("no-match").hidden = !(servers.size > 0 && shown === 0);
 }
 
 function snapshot(list) {
@@ -124,51 +211,61 @@ function snapshot(list) {
     if (!entry) {
       entry = createEntry(rec);
       servers.set(rec.id, entry);
-      cards.append(entry.card);
-      tbody.append(entry.row);
     }
     entry.record = rec;
     entry.live = rec.live;
+    renderRecord(entry);
     render(entry);
   }
   for (const [id, e] of servers) if (!seen.has(id)) { e.card.remove(); e.row.remove(); servers.delete(id); }
-  summary(); applyFilter();
+  rebuildFilters(); applySort(); applyFilter(); summary();
 }
 
+let refetching = null;
+function refetch() {
+  if (refetching) return;
+  refetching = fetch("/api/servers", { credentials: "same-origin" })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((body) => { if (body) snapshot(body.servers); })
+    .finally(() => { refetching = null; });
+}
+
+let sortTimer = null;
 function update(live) {
   const entry = servers.get(live.id);
-  if (!entry) return;
+  if (!entry) { refetch(); return; }
   entry.live = live;
   render(entry);
   summary();
+  if (sortSelect.value !== "name" && !sortTimer) {
+    // Re-sorting on every scrape would make cards jump; once every few seconds is calm.
+    sortTimer = setTimeout(() => { sortTimer = null; applySort(); }, 5000);
+  }
 }
 
 function setView(view) {
-  localStorage.setItem("vpsmon.view", view);
+  store.set("view", view);
   cards.hidden = view !== "cards";
   table.hidden = view !== "table";
-  document.getElementById("view-cards").classList.toggle("current", view === "cards");
-  document.getElementById("view-table").classList.toggle("current", view === "table");
+  for (const v of ["cards", "table"]) {
+    const b = document.getElementById("view-" + v);
+    b.classList.toggle("current", view === v);
+    b.setAttribute("aria-pressed", view === v ? "true" : "false");
+  }
 }
 
-function connect(delay = 1000) {
-  const badge = document.getElementById("live-status");
-  const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${proto}//${location.host}/api/live`);
-  ws.onopen = () => { badge.textContent = T["live.connected"]; badge.className = "pill on"; delay = 1000; };
-  ws.onmessage = (ev) => {
-    const msg = JSON.parse(ev.data);
-    if (msg.type === "snapshot") snapshot(msg.servers);
-    else if (msg.type === "server") update(msg.server);
-  };
-  ws.onclose = () => {
-    badge.textContent = T["live.disconnected"]; badge.className = "pill off";
-    setTimeout(() => connect(Math.min(delay * 2, 30000)), delay);
-  };
-}
-
-search.addEventListener("input", applyFilter);
+search.value = store.get("search", "");
+sortSelect.value = store.get("sort", "name");
+search.addEventListener("input", () => { store.set("search", search.value); applyFilter(); });
+groupSelect.addEventListener("change", () => { store.set("group", groupSelect.value); applyFilter(); });
+sortSelect.addEventListener("change", () => { store.set("sort", sortSelect.value); applySort(); });
 document.getElementById("view-cards").addEventListener("click", () => setView("cards"));
 document.getElementById("view-table").addEventListener("click", () => setView("table"));
-setView(localStorage.getItem("vpsmon.view") || "cards");
-connect();
+setView(store.get("view", "cards"));
+// Statuses like "last seen 5m ago" age without messages.
+setInterval(() => { for (const e of servers.values()) if (!e.live?.online) render(e); }, 30000);
+liveSocket((msg) => {
+  if (msg.type === "snapshot") snapshot(msg.servers);
+  else if (msg.type === "server") update(msg.server);
+  else if (msg.type === "changed" || msg.type === "removed") refetch();
+});
