@@ -19,6 +19,17 @@ COMMANDS = [
     ["collector", "run"],
     ["db"],
     ["db", "migrate"],
+    ["user"],
+    ["user", "add"],
+    ["user", "passwd"],
+    ["user", "list"],
+    ["user", "role"],
+    ["user", "disable"],
+    ["user", "enable"],
+    ["token"],
+    ["token", "create"],
+    ["token", "list"],
+    ["token", "revoke"],
 ]
 
 

@@ -443,9 +443,12 @@ def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
 
 
 def _add_area_commands() -> None:
+    from vpsmon.cli_accounts import token, user
     from vpsmon.cli_rules import rules
 
     cli.add_command(rules)
+    cli.add_command(user)
+    cli.add_command(token)
 
 
 _add_area_commands()

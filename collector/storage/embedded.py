@@ -8,6 +8,7 @@ run side by side and nothing is exposed on the network.
 from __future__ import annotations
 
 import logging
+import os
 import urllib.parse
 import warnings
 from dataclasses import dataclass
@@ -23,10 +24,29 @@ class EmbeddedUnavailable(Exception):
     """The embedded server cannot start; the message says why and what to do."""
 
 
+def _postmaster_running(pgdata: Path) -> bool:
+    """Is a server already running on this data directory (postmaster.pid names a live pid)?"""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class EmbeddedPostgres:
     pgdata: Path
     _server: Any = None
+    # True when another process (a running `vpsmon up`) had started the server: then stop()
+    # leaves it running, so `vpsmon token create --data-dir DIR` does not pull the database
+    # from under the collector.
+    attached: bool = False
 
     def start(self) -> str:
         """Start (or attach to) the server and return a URL to the vpsmon database."""
@@ -41,6 +61,7 @@ class EmbeddedPostgres:
                 "set VPSMON_DATABASE_URL or install vpsmon[embedded]"
             ) from None
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.attached = _postmaster_running(self.pgdata)
         log.info("starting embedded postgresql pgdata=%s", self.pgdata)
         try:
             # cleanup_mode=None: we stop it ourselves in stop(), in the order we choose.
@@ -68,6 +89,9 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._server is None:
             return
-        log.info("stopping embedded postgresql pgdata=%s", self.pgdata)
-        self._server.stop()
+        if self.attached:
+            log.info("leaving embedded postgresql running pgdata=%s", self.pgdata)
+        else:
+            log.info("stopping embedded postgresql pgdata=%s", self.pgdata)
+            self._server.stop()
         self._server = None
