@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.scrape.loop import Scraper
 from vpsmon.collector.servers import list_servers, to_targets, upsert_static
 from vpsmon.collector.storage.db import connect_pool
+from vpsmon.collector.storage.maintenance import Retention, ensure_partitions, run_maintenance
 from vpsmon.collector.storage.migrate import migrate
 from vpsmon.collector.storage.writer import SampleWriter
 from vpsmon.web.app import create_app
@@ -62,6 +64,8 @@ async def run_collector(
     pool = await connect_pool(database_url)
     try:
         await migrate(pool)
+        async with pool.acquire() as conn:  # this hour's partition before the first write
+            await ensure_partitions(conn, time.time())
         created_password = await accounts.ensure_admin(pool, admin_password)
         await upsert_static(pool, config.targets)
         head = Head()
@@ -80,6 +84,9 @@ async def run_collector(
             ):
                 tasks = [
                     asyncio.create_task(writer.run(), name="writer"),
+                    asyncio.create_task(
+                        run_maintenance(pool, Retention.of(config)), name="storage maintenance"
+                    ),
                     asyncio.create_task(_refresh_targets(pool, scraper, config), name="targets"),
                 ]
                 host = config.listen.host

@@ -133,6 +133,24 @@ SETTINGS: tuple[Setting, ...] = (
         "Static targets: a list of {name, url, labels}.",
         from_env=False,
     ),
+    Setting(
+        "storage.retention.raw",
+        parse_duration,
+        15 * 86400.0,
+        "How long raw samples are kept (compacted into hourly chunks after the hour closes).",
+    ),
+    Setting(
+        "storage.retention.rollup_1m",
+        parse_duration,
+        90 * 86400.0,
+        "How long the 1-minute rollups (min, max, avg, last, counter increase) are kept.",
+    ),
+    Setting(
+        "storage.retention.rollup_1h",
+        parse_duration,
+        730 * 86400.0,
+        "How long the 1-hour rollups are kept.",
+    ),
     Setting("web.session_ttl", parse_duration, 7 * 86400.0, "How long a login session lasts."),
     Setting(
         "web.reauth_ttl",
@@ -236,6 +254,9 @@ class CollectorConfig:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     status_page: bool = False
     status_title: str = "Status"
+    retention_raw: float = 15 * 86400.0
+    retention_rollup_1m: float = 90 * 86400.0
+    retention_rollup_1h: float = 730 * 86400.0
 
 
 def load_config(
@@ -274,4 +295,7 @@ def load_config(
         ),
         status_page=v["status_page.enabled"],
         status_title=v["status_page.title"],
+        retention_raw=v["storage.retention.raw"],
+        retention_rollup_1m=v["storage.retention.rollup_1m"],
+        retention_rollup_1h=v["storage.retention.rollup_1h"],
     )

@@ -86,6 +86,20 @@ def parse_duration(value: Any) -> float:
     return total
 
 
+def format_duration(seconds: float) -> str:
+    """The shortest Prometheus-style duration for a whole number of units: 15d, 90s, 1h30m."""
+    if seconds != int(seconds) or seconds <= 0:
+        return f"{seconds:g}s"
+    rest = int(seconds)
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        size = int(_DURATION_UNITS[unit])
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -282,7 +296,7 @@ def reference_markdown(title: str, settings: Iterable[Setting], env_prefix: str)
         if s.secret and s.default is not None:
             default = "(secret)"
         elif s.parse is parse_duration and isinstance(s.default, float):
-            default = f"`{s.default:g}s`"
+            default = f"`{format_duration(s.default)}`"
         else:
             default = _show_default(s.default)
         env = f"`{s.env_name(env_prefix)}`" if s.from_env else "—"

@@ -23,12 +23,15 @@ from vpsmon.collector.head import Head
 from vpsmon.collector.live import summarize
 from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.servers import list_servers
+from vpsmon.collector.storage.chart import ChartReader
+from vpsmon.collector.storage.maintenance import Retention
+from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.traffic import TrafficAccountant
 from vpsmon.web import access, auth, detail, servers, status
 from vpsmon.web import notify as notify_web
 from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
-from vpsmon.web.keys import CONFIG, HEAD, HUB, LIMITER, POOL, TRAFFIC
+from vpsmon.web.keys import CHARTS, CONFIG, HEAD, HUB, LIMITER, POOL, SAMPLES, TRAFFIC
 from vpsmon.web.live import LiveHub, snapshot_message
 
 log = logging.getLogger("vpsmon.web")
@@ -54,6 +57,8 @@ def create_app(
     app[CONFIG] = config
     app[POOL] = pool
     app[HEAD] = head
+    app[SAMPLES] = StorageReader(pool)
+    app[CHARTS] = ChartReader(app[SAMPLES], Retention.of(config))
     app[LIMITER] = auth.LoginLimiter()
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),

@@ -7,6 +7,8 @@ from aiohttp import web
 
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
+from vpsmon.collector.storage.chart import ChartReader
+from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.traffic import TrafficAccountant
 from vpsmon.web.auth import LoginLimiter
 from vpsmon.web.live import LiveHub
@@ -17,3 +19,6 @@ CONFIG = web.AppKey("config", CollectorConfig)
 HUB = web.AppKey("hub", LiveHub)
 LIMITER = web.AppKey("limiter", LoginLimiter)
 TRAFFIC = web.AppKey("traffic", TrafficAccountant)
+# Stored samples (head + database): the SampleSource for PromQL/API, and charts at ~1,000 points.
+SAMPLES = web.AppKey("samples", StorageReader)
+CHARTS = web.AppKey("charts", ChartReader)

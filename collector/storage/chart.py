@@ -9,13 +9,15 @@ coarsest resolution (raw, 1 minute, 1 hour) that is still finer than the step.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vpsmon.collector.storage import store
+from vpsmon.collector.storage.maintenance import Retention
 from vpsmon.collector.storage.query import Matcher
 from vpsmon.collector.storage.reader import StorageReader
-from vpsmon.collector.storage.store import Buckets
+from vpsmon.collector.storage.store import Buckets, Resolution
 
 # Round steps, in seconds: a chart's buckets align to the clock (…:00, …:15, midnight UTC).
 NICE_STEPS = (
@@ -24,6 +26,20 @@ NICE_STEPS = (
 )  # fmt: skip
 DEFAULT_POINTS = 1000
 MAX_POINTS = 10_000
+RESOLUTION_SECONDS: dict[Resolution, float] = {"raw": 0.0, "1m": 60.0, "1h": 3600.0}
+
+
+def choose_resolution(
+    step: float, start: float, now: float, retention: Retention
+) -> tuple[Resolution, float]:
+    """The coarsest resolution finer than ``step`` that still holds ``start``, and the step
+    to use with it (never finer than the resolution)."""
+    resolution: Resolution = "1h" if step >= 3600 else "1m" if step >= 60 else "raw"
+    if resolution == "raw" and start < now - retention.raw:
+        resolution = "1m"
+    if resolution == "1m" and start < now - retention.rollup_1m:
+        resolution = "1h"
+    return resolution, max(step, RESOLUTION_SECONDS[resolution])
 
 
 def choose_step(start: float, end: float, points: int = DEFAULT_POINTS) -> float:
@@ -50,13 +66,14 @@ class Chart:
     start: float
     end: float
     step: float
-    resolution: str  # "raw", "1m" or "1h": what the buckets were computed from
+    resolution: Resolution  # what the buckets were computed from (where it was complete)
     series: list[ChartSeries] = field(default_factory=list)
 
 
 @dataclass
 class ChartReader:
     reader: StorageReader
+    retention: Retention = field(default_factory=Retention)
 
     async def chart(
         self,
@@ -66,16 +83,19 @@ class ChartReader:
         *,
         server_id: int | None = None,
         points: int = DEFAULT_POINTS,
+        now: float | None = None,
     ) -> Chart:
         """Series matching ``matchers`` (on one server if ``server_id``) in buckets."""
-        step = choose_step(start, end, points)
+        now = time.time() if now is None else now
+        resolution, step = choose_resolution(
+            choose_step(start, end, points), start, now, self.retention
+        )
         refs = await self.reader.find_series(matchers, server_id=server_id)
         ids = [r.id for r in refs]
         found: dict[int, Buckets] = {}
-        resolution = "raw"
         if ids:
             async with self.reader.pool.acquire() as conn:
-                found, resolution = await store.fetch_buckets(conn, ids, start, end, step)
+                found = await store.fetch_buckets(conn, ids, start, end, step, resolution)
         chart = Chart(start, end, step, resolution)
         for ref in refs:
             buckets = found.get(ref.id)

@@ -132,7 +132,8 @@ class SampleWriter:
         keys: list[tuple[bytes, int, str, Labels]] = []
         for result in batch:
             base = result.target.target_labels(self._job)
-            ts = datetime.fromtimestamp(result.timestamp, UTC)
+            # Milliseconds, as Prometheus keeps them: chunks store millisecond deltas.
+            ts = datetime.fromtimestamp(round(result.timestamp, 3), UTC)
             for sample in result.with_synthetic():
                 labels = _merge(sample.labels, base)
                 key = series_hash(sample.name, labels)

@@ -62,6 +62,11 @@ def test_the_good_config_file_sets_every_value() -> None:
     assert config.notify.external_url == "https://vpsmon.example"
     assert config.status_page is True
     assert config.status_title == "Fleet status"
+    assert (config.retention_raw, config.retention_rollup_1m, config.retention_rollup_1h) == (
+        7 * 86400.0,
+        30 * 86400.0,
+        365 * 86400.0,
+    )
 
 
 def test_the_good_config_file_touches_every_setting_in_the_table() -> None:
