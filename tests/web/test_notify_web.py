@@ -1,0 +1,202 @@
+"""Notifications in the UI and API: admin-only channels with send test, secrets never shown,
+silences by operators over the Alertmanager-shaped API, routing validation, SSRF guard."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.notify.receiver import Receiver
+from tests.web.test_servers import HOSTILE, PASSWORD, Browser, login
+from vpsmon.collector import accounts
+from vpsmon.collector.config import load_config
+from vpsmon.collector.head import Head
+from vpsmon.web.app import create_app
+
+
+async def _server(pool: asyncpg.Pool, env: dict[str, str]) -> TestServer:
+    await accounts.create_user(pool, "root", PASSWORD, "admin")
+    await accounts.create_user(pool, "oper", PASSWORD, "operator")
+    await accounts.create_user(pool, "watcher", PASSWORD, "viewer")
+    return TestServer(create_app(load_config(None, env=env), pool, Head()), host="127.0.0.1")
+
+
+@pytest.fixture
+async def site(pool: asyncpg.Pool) -> AsyncIterator[TestServer]:
+    async with await _server(pool, {"VPSMON_NOTIFY_ALLOWED_HOSTS": "127.0.0.1"}) as server:
+        yield server
+
+
+async def as_user(server: TestServer, name: str) -> tuple[TestClient, Browser]:
+    client = TestClient(server)
+    await client.start_server()
+    return client, await login(client, name)
+
+
+async def add_webhook(b: Browser, name: str, url: str, token: str = "") -> int:
+    resp = await b.client.post(
+        "/notify/channels/new",
+        data={
+            "csrf_token": b.csrf,
+            "kind": "webhook",
+            "name": name,
+            "s_url": url,
+            "s_bearer_token": token,
+            "language": "en",
+            "send_resolved": "on",
+            "enabled": "on",
+            "catch_all": "on",
+            "action": "save",
+        },
+        allow_redirects=False,
+    )
+    assert resp.status == 302, await resp.text()
+    status, channels = await b.api("GET", "/api/notify/channels")
+    return next(c["id"] for c in channels if c["name"] == name)
+
+
+async def test_admin_adds_a_channel_and_send_test_reaches_it_with_the_secret_hidden(
+    site: TestServer,
+) -> None:
+    client, admin = await as_user(site, "root")
+    try:
+        async with Receiver() as hook:
+            channel_id = await add_webhook(admin, "ops-hook", hook.url + "/in", "s3cret-token")
+            page = await (await client.get("/notify/channels")).text()
+            assert "ops-hook" in page and "s3cret-token" not in page
+            edit = await (await client.get(f"/notify/channels/{channel_id}/edit")).text()
+            assert "s3cret-token" not in edit
+            _, channels = await admin.api("GET", "/api/notify/channels")
+            assert channels[0]["settings"]["bearer_token"] == "••••••"
+            resp = await client.post(
+                f"/notify/channels/{channel_id}/test", data={"csrf_token": admin.csrf}
+            )
+            text = await resp.text()
+            assert 'id="test-result"' in text and "HTTP 200" in text
+            assert len(hook.requests) == 1
+            sent = hook.requests[0]
+            assert sent.headers["Authorization"] == "Bearer s3cret-token"
+            assert sent.body["version"] == "4"
+            assert sent.body["alerts"][0]["labels"]["alertname"] == "VpsmonTest"
+            log = await (await client.get("/notify/log")).text()
+            assert "ops-hook" in log and "HTTP 200" in log
+    finally:
+        await client.close()
+
+
+async def test_viewer_cannot_add_channels_or_silences_and_csrf_is_required(
+    site: TestServer,
+) -> None:
+    client, viewer = await as_user(site, "watcher")
+    try:
+        resp = await client.get("/notify/channels/new?kind=webhook")
+        assert resp.status == 403
+        resp = await client.post(
+            "/notify/channels/new",
+            data={"csrf_token": viewer.csrf, "kind": "webhook", "name": "x", "s_url": "http://a"},
+        )
+        assert resp.status == 403
+        status, _ = await viewer.api("POST", "/api/notify/silences", {"matchers": []})
+        assert status == 403
+        assert (await client.get("/notify/alerts")).status == 200
+        client.session.cookie_jar.clear()
+        oper = await login(client, "oper")
+        status, _ = await oper.api(
+            "POST",
+            "/api/notify/silences",
+            {
+                "matchers": [{"name": "alertname", "value": "X", "isRegex": False}],
+                "endsAt": "2099-01-01T00:00:00Z",
+            },
+            csrf=False,
+        )
+        assert status == 403, "a session without the CSRF token changes nothing"
+    finally:
+        await client.close()
+
+
+async def test_operator_silences_through_the_api_and_expires_it(site: TestServer) -> None:
+    client, oper = await as_user(site, "oper")
+    try:
+        status, body = await oper.api(
+            "POST",
+            "/api/notify/silences",
+            {
+                "matchers": [{"name": "instance", "value": "web-.*", "isRegex": True}],
+                "endsAt": "2099-01-01T00:00:00Z",
+                "comment": HOSTILE,
+                "createdBy": "someone-else",
+            },
+        )
+        assert status == 200, body
+        silence_id = body["silenceID"]
+        _, silences = await oper.api("GET", "/api/notify/silences")
+        assert silences[0]["createdBy"] == "oper"
+        assert silences[0]["status"]["state"] == "active"
+        page = await (await client.get("/notify/silences")).text()
+        assert HOSTILE not in page and "&lt;img" in page
+        status, body = await oper.api(
+            "POST",
+            "/api/notify/silences",
+            {
+                "matchers": [{"name": "a", "value": ".*", "isRegex": True}],
+                "endsAt": "2099-01-01T00:00:00Z",
+            },
+        )
+        assert status == 400 and "must not match the empty string" in body["error"]
+        status, _ = await oper.api("DELETE", f"/api/notify/silences/{silence_id}")
+        assert status == 200
+        _, silences = await oper.api("GET", "/api/notify/silences")
+        assert silences[0]["status"]["state"] == "expired"
+    finally:
+        await client.close()
+
+
+async def test_invalid_routing_is_refused_with_the_place_named_and_nothing_saved(
+    site: TestServer,
+) -> None:
+    client, admin = await as_user(site, "root")
+    try:
+        before = await (await client.get("/notify/routing")).text()
+        for document, message in [
+            ("route:\n  receiver: '*'\n  group_wait: soon\n", "route.group_wait"),
+            ("route:\n  receiver: nobody\n", "unknown receiver(s): nobody"),
+            ("route: [\n", "invalid YAML"),
+        ]:
+            resp = await client.post(
+                "/notify/routing", data={"csrf_token": admin.csrf, "document": document}
+            )
+            assert resp.status == 400
+            assert message in await resp.text()
+        after = await (await client.get("/notify/routing")).text()
+        assert re.findall(r"<textarea[^>]*>(.*?)</textarea>", before, re.S) == re.findall(
+            r"<textarea[^>]*>(.*?)</textarea>", after, re.S
+        )
+        probe = await (
+            await client.get("/notify/routing", params={"labels": 'alertname="X"'})
+        ).text()
+        assert 'id="probe-result"' in probe
+    finally:
+        await client.close()
+
+
+async def test_channels_to_private_addresses_are_refused_by_default(pool: asyncpg.Pool) -> None:
+    async with await _server(pool, {}) as server:
+        client, admin = await as_user(server, "root")
+        try:
+            async with Receiver() as hook:
+                targets = (hook.url, "http://169.254.169.254/latest/meta-data", "http://[::1]:9/")
+                for i, url in enumerate(targets):
+                    channel_id = await add_webhook(admin, f"c{i}", url)
+                    status, body = await admin.api(
+                        "POST", f"/api/notify/channels/{channel_id}/test"
+                    )
+                    assert status == 502 and body["status"] == "blocked", body
+                    assert "private or local address" in body["error"]
+                assert hook.requests == []
+        finally:
+            await client.close()
