@@ -30,6 +30,7 @@ COMMANDS = [
     ["token", "create"],
     ["token", "list"],
     ["token", "revoke"],
+    ["import"],
 ]
 
 

@@ -454,6 +454,94 @@ def _add_area_commands() -> None:
 _add_area_commands()
 
 
+# ---------------------------------------------------------------- import
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--server",
+    "server_id",
+    type=int,
+    metavar="ID",
+    help="Tie the series to this server (who may see them, deleted with it).",
+)
+@config_option("collector.yml")
+@data_dir_option("Data directory of the embedded database (when no database URL is set).")
+def import_(
+    file: Path, server_id: int | None, config_path: Path | None, data_dir: Path | None
+) -> None:
+    """Store samples from Prometheus text exposition with millisecond timestamps.
+
+    Each line is `name{label="value"} VALUE TIMESTAMP_MS`; the whole file is checked before
+    anything is written, and an error names its line. "-" reads standard input.
+
+    \b
+    Examples:
+      vpsmon import backfill.prom --data-dir ~/.local/share/vpsmon
+      VPSMON_DATABASE_URL=postgresql://vpsmon@db/vpsmon vpsmon import old.prom --server 3
+    """
+
+    def run() -> None:
+        from vpsmon.collector.config import load_config
+        from vpsmon.collector.promql.importer import InvalidImport, parse_import
+
+        config = load_config(
+            config_path, overrides={"data_dir": str(data_dir) if data_dir else None}
+        )
+        setup_logging("warning")
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{file}: {getattr(err, 'strerror', None) or err}") from None
+        try:
+            parsed = parse_import(text, max_samples=50_000_000, max_series=10_000_000)
+        except InvalidImport as err:
+            raise UserError(f"{file}: {err}") from None
+        series = parsed.series
+
+        async def main() -> None:
+            from vpsmon.collector.storage.bulk import BulkSeries, append_series
+            from vpsmon.collector.storage.db import connect_pool
+            from vpsmon.collector.storage.embedded import EmbeddedPostgres
+            from vpsmon.collector.storage.migrate import migrate
+
+            embedded = None
+            url = config.database_url
+            if url is None:
+                pgdata = config.data_dir / "pgdata"
+                # A running collector (vpsmon up) owns the server: attach, and leave it running.
+                attached = (pgdata / "postmaster.pid").exists()
+                server = EmbeddedPostgres(pgdata)
+                url = await asyncio.to_thread(server.start)
+                embedded = None if attached else server
+            try:
+                pool = await connect_pool(url, max_size=1)
+                try:
+                    await migrate(pool)
+                    stored = await append_series(
+                        pool,
+                        [BulkSeries(s.name, s.labels, s.timestamps, s.values) for s in series],
+                        server_id=server_id,
+                    )
+                finally:
+                    await pool.close()
+            except ValueError as err:
+                raise UserError(str(err)) from None
+            finally:
+                if embedded is not None:
+                    await asyncio.to_thread(embedded.stop)
+            skipped = parsed.samples - stored.samples
+            click.echo(
+                f"imported {stored.samples} samples of {stored.series} series"
+                + (f" ({skipped} already stored)" if skipped else "")
+            )
+
+        asyncio.run(main())
+
+    guarded(run)
+
+
 def main() -> None:
     with contextlib.suppress(KeyboardInterrupt):
         cli(prog_name="vpsmon")

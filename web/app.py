@@ -27,7 +27,7 @@ from vpsmon.collector.storage.chart import ChartReader
 from vpsmon.collector.storage.maintenance import Retention
 from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.traffic import TrafficAccountant
-from vpsmon.web import access, auth, detail, servers, status
+from vpsmon.web import access, auth, detail, promapi, servers, status
 from vpsmon.web import notify as notify_web
 from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
@@ -81,6 +81,7 @@ def create_app(
     app.router.add_get("/api/live", live_socket)
     app.router.add_get("/healthz", healthz)
     servers.setup(app)
+    promapi.setup(app)
     detail.setup(app)
     from vpsmon.web import users  # here, not at the top: it imports render from this module
 

@@ -7,9 +7,18 @@ histogram buckets and an info metric for group_left joins. Deterministic (seeded
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import free_port, require_binary
 
 START = 1_700_000_000.0  # 2023-11-14T22:13:20Z, a whole-second boundary
 DURATION = 2 * 3600.0
@@ -287,3 +296,107 @@ def boundary_times(series: list[GeneratedSeries]) -> list[float]:
     the lookback and range windows include a sample exactly at their start."""
     gone = next(s for s in series if s.labels.get("instance") == "gone")
     return [gone.timestamps[-1] + 300, gone.timestamps[-1] + 300.001]
+
+
+@contextlib.contextmanager
+def run_prometheus(work: Path) -> Iterator[str]:
+    """Debian's prometheus serving the generated series from a TSDB made by promtool."""
+    promtool = require_binary("promtool")
+    binary = require_binary("prometheus")
+    data = work / "data"
+    om = work / "data.om"
+    om.write_text(openmetrics(generate()))
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    config = work / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1h\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (work / "prometheus.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                "--storage.tsdb.retention.time=100y",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    ready = urllib.request.urlopen(base + "/-/ready", timeout=2)  # noqa: S310
+                    with ready as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError((work / "prometheus.log").read_text())
+                time.sleep(0.2)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _number(text: str) -> float:
+    return float(text)  # Go's "+Inf", "-Inf", "NaN" parse as Python floats too
+
+
+def _close(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if a == b:
+        return True
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b)) or abs(a - b) < 1e-9
+
+
+def _key(metric: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(metric.items()))
+
+
+def compare(query: str, ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """Differences between two /api/v1/query(_range) data members."""
+    problems: list[str] = []
+    if ours["resultType"] != theirs["resultType"]:
+        return [f"{query}: result type {ours['resultType']} != {theirs['resultType']}"]
+    kind = ours["resultType"]
+    if kind in ("scalar", "string"):
+        (t1, v1), (t2, v2) = ours["result"], theirs["result"]
+        if t1 != t2 or not (_close(_number(v1), _number(v2)) if kind == "scalar" else v1 == v2):
+            problems.append(f"{query}: {ours['result']} != {theirs['result']}")
+        return problems
+    mine = {_key(r["metric"]): r for r in ours["result"]}
+    real = {_key(r["metric"]): r for r in theirs["result"]}
+    if mine.keys() != real.keys():
+        return [
+            f"{query}: series differ: only ours {sorted(mine.keys() - real.keys())}, "
+            f"only Prometheus {sorted(real.keys() - mine.keys())}"
+        ]
+    for key, r in real.items():
+        points_real = [r["value"]] if kind == "vector" else r["values"]
+        points_mine = [mine[key]["value"]] if kind == "vector" else mine[key]["values"]
+        if [p[0] for p in points_mine] != [p[0] for p in points_real]:
+            problems.append(
+                f"{query} {dict(key)}: timestamps {[p[0] for p in points_mine]} != "
+                f"{[p[0] for p in points_real]}"
+            )
+            continue
+        for (t, a), (_, b) in zip(points_mine, points_real, strict=True):
+            if not _close(_number(a), _number(b)):
+                problems.append(f"{query} {dict(key)} at {t}: ours {a}, Prometheus {b}")
+                break
+    if query.startswith(("sort", "topk", "bottomk")) and kind == "vector":
+        order_mine = [_key(r["metric"]) for r in ours["result"]]
+        order_real = [_key(r["metric"]) for r in theirs["result"]]
+        if query.startswith("sort") and order_mine != order_real:
+            problems.append(f"{query}: order {order_mine} != {order_real}")
+    return problems

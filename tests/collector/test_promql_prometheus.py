@@ -11,10 +11,7 @@ Staleness markers cannot be written to OpenMetrics, so they are compared through
 from __future__ import annotations
 
 import asyncio
-import math
 import subprocess
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ import pytest
 import yaml
 
 from tests.collector import promql_corpus as corpus
-from tests.conftest import free_port, require_binary
+from tests.conftest import require_binary
 from vpsmon.collector.promql import Engine, MemorySource, PromQLError, Vector, result_json
 from vpsmon.collector.promql.notation import expand_values, parse_series
 
@@ -53,111 +50,14 @@ def source() -> MemorySource:
 
 @pytest.fixture(scope="module")
 def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    promtool = require_binary("promtool")
-    binary = require_binary("prometheus")
-    work = tmp_path_factory.mktemp("prometheus")
-    data = work / "data"
-    om = work / "data.om"
-    om.write_text(corpus.openmetrics(corpus.generate()))
-    subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    config = work / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1h\n")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with (work / "prometheus.log").open("w") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={data}",
-                "--storage.tsdb.retention.time=100y",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(base + "/-/ready", timeout=2) as resp:  # noqa: S310 — our own http URL
-                        if resp.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError((work / "prometheus.log").read_text())
-                time.sleep(0.2)
-            yield base
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with corpus.run_prometheus(tmp_path_factory.mktemp("prometheus")) as url:
+        yield url
 
 
 @pytest.fixture
 async def prometheus(prometheus_url: str) -> AsyncIterator[Prometheus]:
     async with aiohttp.ClientSession() as session:
         yield Prometheus(prometheus_url, session)
-
-
-def _number(text: str) -> float:
-    return float(text)  # Go's "+Inf", "-Inf", "NaN" parse as Python floats too
-
-
-def _close(a: float, b: float) -> bool:
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    if a == b:
-        return True
-    return abs(a - b) <= 1e-9 * max(abs(a), abs(b)) or abs(a - b) < 1e-9
-
-
-def _key(metric: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(metric.items()))
-
-
-def compare(query: str, ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
-    """Differences between two /api/v1/query(_range) data members."""
-    problems: list[str] = []
-    if ours["resultType"] != theirs["resultType"]:
-        return [f"{query}: result type {ours['resultType']} != {theirs['resultType']}"]
-    kind = ours["resultType"]
-    if kind in ("scalar", "string"):
-        (t1, v1), (t2, v2) = ours["result"], theirs["result"]
-        if t1 != t2 or not (_close(_number(v1), _number(v2)) if kind == "scalar" else v1 == v2):
-            problems.append(f"{query}: {ours['result']} != {theirs['result']}")
-        return problems
-    mine = {_key(r["metric"]): r for r in ours["result"]}
-    real = {_key(r["metric"]): r for r in theirs["result"]}
-    if mine.keys() != real.keys():
-        return [
-            f"{query}: series differ: only ours {sorted(mine.keys() - real.keys())}, "
-            f"only Prometheus {sorted(real.keys() - mine.keys())}"
-        ]
-    for key, r in real.items():
-        points_real = [r["value"]] if kind == "vector" else r["values"]
-        points_mine = [mine[key]["value"]] if kind == "vector" else mine[key]["values"]
-        if [p[0] for p in points_mine] != [p[0] for p in points_real]:
-            problems.append(
-                f"{query} {dict(key)}: timestamps {[p[0] for p in points_mine]} != "
-                f"{[p[0] for p in points_real]}"
-            )
-            continue
-        for (t, a), (_, b) in zip(points_mine, points_real, strict=True):
-            if not _close(_number(a), _number(b)):
-                problems.append(f"{query} {dict(key)} at {t}: ours {a}, Prometheus {b}")
-                break
-    if query.startswith(("sort", "topk", "bottomk")) and kind == "vector":
-        order_mine = [_key(r["metric"]) for r in ours["result"]]
-        order_real = [_key(r["metric"]) for r in theirs["result"]]
-        if query.startswith("sort") and order_mine != order_real:
-            problems.append(f"{query}: order {order_mine} != {order_real}")
-    return problems
 
 
 async def test_instant_queries_match_prometheus(
@@ -172,7 +72,7 @@ async def test_instant_queries_match_prometheus(
             theirs = await prometheus.get("/api/v1/query", query=query, time=f"{t:.3f}")
             assert theirs["status"] == "success", (query, theirs)
             ours = result_json(await engine.instant_query(query, t))
-            problems += compare(f"{query} @ {t}", ours, theirs["data"])
+            problems += corpus.compare(f"{query} @ {t}", ours, theirs["data"])
             non_empty += bool(theirs["data"]["result"])
     assert not problems, "\n".join(problems[:30])
     # Not a vacuous pass: most queries have answers at most of the times.
@@ -194,7 +94,7 @@ async def test_range_queries_match_prometheus(prometheus: Prometheus, source: Me
             )
             assert theirs["status"] == "success", (query, theirs)
             ours = result_json(await engine.range_query(query, start, end, step))
-            problems += compare(f"{query} [{start}, {end}, {step}]", ours, theirs["data"])
+            problems += corpus.compare(f"{query} [{start}, {end}, {step}]", ours, theirs["data"])
             points += sum(len(r["values"]) for r in theirs["data"]["result"])
     assert not problems, "\n".join(problems[:30])
     assert points > 3000, points
