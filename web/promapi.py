@@ -26,6 +26,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from vpsmon import __version__
+from vpsmon.collector.accounts import role_allows
 from vpsmon.collector.promql import Engine, PromQLError, parse_expr, result_json
 from vpsmon.collector.promql.importer import InvalidImport, parse_import
 from vpsmon.collector.promql.labels import valid_label_name
@@ -34,7 +35,7 @@ from vpsmon.collector.promql.scope import SeriesFinder, ServerScopedSource
 from vpsmon.collector.storage.bulk import BulkSeries, append_series
 from vpsmon.collector.storage.query import Matcher, SampleSource
 from vpsmon.collector.storage.reader import StorageReader
-from vpsmon.web import auth
+from vpsmon.web import access
 from vpsmon.web.keys import POOL
 
 # The Prometheus version whose query semantics and API we follow (docs/promql.md).
@@ -129,13 +130,11 @@ def setup(app: web.Application, source: SeriesFinder | None = None) -> None:
 
 
 async def session_access(request: web.Request) -> Principal:
-    """The logged-in user: admins see every server, others none until per-server grants
-    exist (issue #5 replaces this with the user's grants)."""
-    session = auth.current_session(request)
-    if session is None:
-        raise ApiError("unauthorized", "login required (session or API token)", 401)
-    user = session.user
-    return Principal(user.username, user.role, None if user.role == "admin" else frozenset())
+    """The request's user (session or API token) and the servers they may see (issue #5)."""
+    user = access.current_user(request)
+    if user is None:
+        raise ApiError("unauthorized", "login required (session or API token)")
+    return Principal(user.username, user.role, await access.request_visible_ids(request))
 
 
 class ApiError(Exception):
@@ -500,7 +499,7 @@ async def import_prometheus(
     request: web.Request, params: MultiDict[str], who: Principal
 ) -> web.Response:
     """Store exposition text with millisecond timestamps (backfill; docs/promql.md)."""
-    if who.role not in ("admin", "operator"):
+    if not role_allows(who.role, "operator"):
         raise ApiError("forbidden", "importing needs the operator or admin role")
     server_id: int | None = None
     if params.get("server"):
@@ -529,4 +528,10 @@ async def import_prometheus(
         )
     except ValueError as err:
         raise ApiError("bad_data", str(err)) from None
+    await access.audit(
+        request,
+        "metrics.import",
+        server_id=server_id,
+        detail={"series": stored.series, "samples": parsed.samples, "stored": stored.samples},
+    )
     return success({"series": stored.series, "samples": parsed.samples, "stored": stored.samples})

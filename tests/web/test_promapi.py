@@ -17,10 +17,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.collector import promql_corpus as corpus
-from vpsmon.collector import accounts
+from vpsmon.collector import accounts, tokens
+from vpsmon.collector.access import grant_server
 from vpsmon.collector.config import load_config
 from vpsmon.collector.head import Head
-from vpsmon.web import promapi
 from vpsmon.web.app import create_app
 
 ADMIN = ("root", "correct horse battery")
@@ -266,7 +266,7 @@ async def test_importing_needs_the_operator_role(api: Api, pool: asyncpg.Pool) -
     assert await pool.fetchval("SELECT count(*) FROM samples") == 0
 
 
-async def test_a_user_sees_only_the_series_of_servers_granted_to_them(
+async def test_a_token_user_sees_only_the_series_of_servers_granted_to_them(
     api: Api, pool: asyncpg.Pool
 ) -> None:
     ids = {}
@@ -283,31 +283,47 @@ async def test_a_user_sees_only_the_series_of_servers_granted_to_them(
         )
         status, body = await api.import_text(text, server=str(ids[name]))
         assert status == 200, body
+    vera = await accounts.create_user(pool, "vera", "viewer password 1", "viewer")
+    await grant_server(pool, vera.id, ids["alpha"])
+    _, secret = await tokens.create_token(pool, vera.id, "grafana")
 
-    async def only_alpha(request: Any) -> promapi.Principal:
-        return promapi.Principal("vera", "viewer", frozenset({ids["alpha"]}))
+    bearer = {"Authorization": f"Bearer {secret}"}
+    t = "1700000100"
 
-    app = create_app(load_config(None, env={}), pool, Head())
-    app[promapi.ACCESS] = only_alpha
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        viewer = Api(client, pool)
-        t = "1700000100"
-        _, body = await viewer.get("/api/v1/query", query="sum(node_load1)", time=t)
-        assert body["data"]["result"][0]["value"][1] == str(ids["alpha"])
-        _, body = await viewer.get("/api/v1/query", query="count(node_load1)", time=t)
-        assert body["data"]["result"][0]["value"][1] == "1"
-        _, body = await viewer.get(
-            "/api/v1/query_range", query="node_load1", start="1700000000", end=t, step="15"
-        )
-        assert [r["metric"]["instance"] for r in body["data"]["result"]] == ["alpha"]
-        _, body = await viewer.get("/api/v1/label/secret/values")
-        assert body["data"] == ["alpha-only"]
-        _, body = await viewer.get("/api/v1/series", **{"match[]": '{__name__=~".+"}'})
-        assert [s["instance"] for s in body["data"]] == ["alpha"]
-        _, body = await viewer.get("/api/v1/query", query='node_load1{instance="beta"}', time=t)
-        assert body["data"]["result"] == []
-        status, body = await viewer.import_text("x 1 1700000000000", server=str(ids["beta"]))
-        assert status == 403
-    # The admin sees both.
-    _, body = await api.get("/api/v1/query", query="count(node_load1)", time="1700000100")
+    async def get(path: str, **params: str) -> dict[str, Any]:
+        resp = await api.client.get(path, params=params, headers=bearer)
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+    body = await get("/api/v1/query", query="sum(node_load1)", time=t)
+    assert body["data"]["result"][0]["value"][1] == str(ids["alpha"])
+    body = await get("/api/v1/query", query="count(node_load1)", time=t)
+    assert body["data"]["result"][0]["value"][1] == "1"
+    body = await get(
+        "/api/v1/query_range", query="node_load1", start="1700000000", end=t, step="15"
+    )
+    assert [r["metric"]["instance"] for r in body["data"]["result"]] == ["alpha"]
+    body = await get("/api/v1/label/secret/values")
+    assert body["data"] == ["alpha-only"]
+    body = await get("/api/v1/series", **{"match[]": '{__name__=~".+"}'})
+    assert [s["instance"] for s in body["data"]] == ["alpha"]
+    body = await get("/api/v1/query", query='node_load1{instance="beta"}', time=t)
+    assert body["data"]["result"] == []
+    # A viewer cannot import, not even into their own server.
+    resp = await api.client.post(
+        "/api/v1/import/prometheus",
+        data=b"x 1 1700000000000",
+        params={"server": str(ids["alpha"])},
+        headers=bearer,
+    )
+    assert resp.status == 403
+    # A wrong token is refused, and the admin sees both servers.
+    resp = await api.client.get(
+        "/api/v1/query", params={"query": "1"}, headers={"Authorization": "Bearer nope"}
+    )
+    assert resp.status == 401
+    _, body = await api.get("/api/v1/query", query="count(node_load1)", time=t)
     assert body["data"]["result"][0]["value"][1] == "2"
+    entries = await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'metrics.import'")
+    assert entries == 2
