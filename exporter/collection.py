@@ -41,7 +41,15 @@ class Collection:
     def names(self) -> list[str]:
         return [name for name, _ in self._collectors]
 
-    def collect_once(self, now: float | None = None) -> Payload:
+    def close(self) -> None:
+        """Release what stateful collectors hold (the docker collector's threads and client)."""
+        for _, collect in self._collectors:
+            close = getattr(collect, "close", None)
+            if close is not None:
+                close()
+
+    def collect_once(self, now: float | None = None, own: Iterable[MetricFamily] = ()) -> Payload:
+        """Run every collector once; `own` are the exporter's other self-metrics (history)."""
         now = time.time() if now is None else now
         success = gauge(
             "vpsmon_collector_success",
@@ -59,7 +67,8 @@ class Collection:
             except Exception as err:  # one failing collector never breaks the payload
                 ok = False
                 if name not in self._failing:
-                    log.warning("collector failed collector=%s error=%r", name, err)
+                    # Once per failure streak, not every 5 s; recovery is logged too.
+                    log.warning("collector failed collector=%s error=%r", name, describe(err))
                     self._failing.add(name)
             else:
                 ok = True
@@ -72,9 +81,18 @@ class Collection:
             "vpsmon_exporter_build_info", "The vpsmon exporter's version; value is 1.", "version"
         )
         build.add(1, __version__)
-        families.extend([success, duration, build])
+        families.extend([success, duration, *own, build])
         text = exposition.render(families).encode()
         return Payload(now, text, gzip.compress(text, compresslevel=5), tuple(families))
+
+
+def describe(err: BaseException) -> str:
+    """What went wrong, for a log line: the message with the file name an OSError carries
+    (`PermissionError: [Errno 13] Permission denied: '/proc/loadavg'`)."""
+    text = str(err)
+    if isinstance(err, OSError | ValueError | LookupError) or not text:
+        return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text
 
 
 def _materialise(result: Iterable[MetricFamily]) -> list[MetricFamily]:

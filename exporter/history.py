@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from vpsmon.exporter.exposition import escape_help, escape_label_value, format_value
-from vpsmon.exporter.metrics import MetricFamily, MetricType
+from vpsmon.exporter.metrics import MetricFamily, MetricType, counter, gauge
 
 log = logging.getLogger("vpsmon.exporter")
 
@@ -88,6 +88,18 @@ class History:
         self._snapshots.append(Snapshot(now, layout, values))
         self._held += len(values)
         self._expire(now)
+
+    def families(self) -> list[MetricFamily]:
+        """The buffer's own series, served in /metrics so a cut-short history is visible."""
+        dropped = counter(
+            "vpsmon_history_dropped_samples_total",
+            "Samples dropped from the /history buffer before their retention ended, because"
+            " history.max_samples was reached.",
+        )
+        dropped.add(self.dropped_samples)
+        held = gauge("vpsmon_history_samples", "Samples held in the /history buffer.")
+        held.add(self._held)
+        return [dropped, held]
 
     def snapshots(self) -> list[Snapshot]:
         """A copy of the ring, safe to render in another thread while recording goes on."""

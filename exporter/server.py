@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from vpsmon import __version__
+from vpsmon.config import HostPort
 from vpsmon.exporter import exposition, history
 from vpsmon.exporter.collection import Collection, Payload
 from vpsmon.exporter.collectors import by_name
@@ -47,14 +49,19 @@ def create_app(config: ExporterConfig, context: Context | None = None) -> web.Ap
     app[HISTORY] = History(config.history_retention, config.history_max_samples)
     app[ACCESS] = AccessPolicy(config.bearer_tokens, config.allow)
     app[REFUSALS] = RefusalLog()
-    first = collection.collect_once()
+    first = collection.collect_once(None, app[HISTORY].families())
     app[PAYLOAD] = [first]
     app[HISTORY].record(first.families, first.collected_at)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/history", handle_history)
     app.router.add_get("/", handle_index)
     app.cleanup_ctx.append(_collect_in_background(config.interval))
+    app.on_cleanup.append(_close_collection)
     return app
+
+
+async def _close_collection(app: web.Application) -> None:
+    app[COLLECTION].close()
 
 
 def ssl_context(config: ExporterConfig) -> ssl.SSLContext | None:
@@ -73,19 +80,38 @@ def ssl_context(config: ExporterConfig) -> ssl.SSLContext | None:
 async def serve(config: ExporterConfig, app: web.Application | None = None) -> web.AppRunner:
     """Start the exporter on config.listen (HTTPS when TLS is configured)."""
     context = ssl_context(config)
-    runner = web.AppRunner(app or create_app(config), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, config.listen.host, config.listen.port, ssl_context=context, reuse_address=True
-    )
+    # Bind before the first collection: a busy port is then the one and only thing said,
+    # not preceded by what the collectors found (a missing dockerd, say).
+    sock = bind(config.listen)
     try:
-        await site.start()
-    except OSError as err:
-        await runner.cleanup()
-        raise OSError(
-            err.errno, f"cannot listen on {config.listen}: {err.strerror or err}"
-        ) from None
+        runner = web.AppRunner(app or create_app(config), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, sock, ssl_context=context).start()
+    except BaseException:
+        sock.close()
+        raise
     return runner
+
+
+def bind(listen: HostPort) -> socket.socket:
+    """A listening socket on HOST:PORT (dual-stack for ::), or an OSError saying which."""
+    try:
+        infos = socket.getaddrinfo(
+            listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot listen on {listen}: {err.strerror or err}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as err:
+        sock.close()
+        raise OSError(err.errno, f"cannot listen on {listen}: {err.strerror or err}") from None
+    return sock
 
 
 @web.middleware
@@ -132,7 +158,8 @@ async def collect_loop(app: web.Application, interval: float) -> None:
         # Align to the interval grid so samples land on round timestamps.
         await asyncio.sleep(interval - (time.time() % interval))
         try:
-            payload: Payload = await loop.run_in_executor(None, collection.collect_once)
+            own = app[HISTORY].families()
+            payload: Payload = await loop.run_in_executor(None, collection.collect_once, None, own)
         except Exception:  # never let the loop die; the next round tries again
             log.exception("collection failed")
             continue

@@ -22,6 +22,9 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# Fixtures every area may use: `dockerd` (a private real dockerd per run), `own_dockerd`.
+pytest_plugins = ("tests.dockerd",)
+
 
 def require(condition: bool, reason: str) -> None:
     """Skip with a reason on a laptop without the capability; fail in CI, which provides it."""

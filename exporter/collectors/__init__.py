@@ -9,6 +9,7 @@ from __future__ import annotations
 from vpsmon.exporter.collectors import (
     cpu,
     diskstats,
+    docker,
     filesystem,
     hostinfo,
     hwmon,
@@ -28,6 +29,7 @@ from vpsmon.exporter.collectors.base import CollectorSpec
 COLLECTORS: tuple[CollectorSpec, ...] = (
     cpu.SPEC,
     diskstats.SPEC,
+    docker.SPEC,
     filesystem.SPEC,
     hwmon.SPEC,
     loadavg.SPEC,

@@ -9,6 +9,7 @@ from vpsmon.exporter.collectors import COLLECTORS, by_name
 EXPECTED = {
     "cpu",
     "diskstats",
+    "docker",
     "filesystem",
     "hostinfo",
     "hwmon",
