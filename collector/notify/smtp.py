@@ -80,4 +80,4 @@ async def send_email(d: Delivery) -> str:
     if errors:
         refused = ", ".join(f"{k}: {v.code}" for k, v in errors.items())
         raise DeliveryError(f"refused recipients {refused}", retry=False, status="refused")
-    return response.splitlines()[0][:200] if response else "sent"
+    return ("SMTP 250 " + response.splitlines()[0])[:200] if response else "SMTP 250"
