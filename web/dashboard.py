@@ -10,13 +10,11 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from vpsmon.collector import accounts
+from vpsmon.collector.accounts import User
 from vpsmon.collector.servers import InvalidServer
-from vpsmon.web import access, auth
+from vpsmon.web import access
 from vpsmon.web.i18n import messages, pick_language
 from vpsmon.web.keys import POOL
-
-EDITOR_ROLES = {"admin"}
 
 
 def texts_for(request: web.Request | None) -> Mapping[str, str]:
@@ -35,11 +33,9 @@ def error_texts(err: InvalidServer, texts: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def require_editor(request: web.Request) -> accounts.Session:
-    session = auth.require_session(request)
-    if session.user.role not in EDITOR_ROLES:
-        raise web.HTTPForbidden(text="only an admin can change server records")
-    return session
+def require_editor(request: web.Request) -> User:
+    """Only admins add, change or delete server records (a session or an API token)."""
+    return access.require_role(request, "admin")
 
 
 def server_id_param(request: web.Request) -> int:

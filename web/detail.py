@@ -17,7 +17,7 @@ from aiohttp import web
 from vpsmon.collector import servers as records
 from vpsmon.collector.head import ServerState
 from vpsmon.collector.live import summarize
-from vpsmon.web import auth
+from vpsmon.web import access, auth
 from vpsmon.web.dashboard import server_id_param, visible_ids
 from vpsmon.web.history import MAX_RANGE_SECONDS, history
 from vpsmon.web.keys import CONFIG, HEAD, POOL, TRAFFIC
@@ -48,7 +48,7 @@ def days_left(expires: date | None, today: date) -> int | None:
 async def detail_page(request: web.Request) -> web.Response:
     from vpsmon.web.app import render  # web.app imports this module
 
-    session = auth.require_session(request)
+    user = access.require_user(request)
     server = await _visible_server(request)
     state = request.app[HEAD].state(server.id)
     live = summarize(state) if state else {"online": False, "last_seen": server.last_seen}
@@ -60,7 +60,7 @@ async def detail_page(request: web.Request) -> web.Response:
         record=server.as_json(),
         live=live,
         traffic=usage.as_json() if usage else None,
-        can_edit=session.user.role == "admin",
+        can_edit=user.role == "admin",
         ranges=list(RANGES),
         days_left=days_left(server.expires_on, datetime.now(UTC).date()),
     )

@@ -2,9 +2,9 @@
 
 Pages: ``GET/POST /servers/new``, ``GET/POST /servers/{id}/edit``, ``POST /servers/{id}/delete``.
 API: ``GET /api/servers`` (with live figures, in web/app.py), ``POST /api/servers``,
-``GET/PUT/PATCH/DELETE /api/servers/{id}``. Every state change needs the session's CSRF token
-(the session middleware checks it) and the admin role; a viewer only reads the servers granted
-to them.
+``GET/PUT/PATCH/DELETE /api/servers/{id}``. Every state change needs the admin role and, from
+a browser session, its CSRF token (API tokens need none); a user only reads the servers granted
+to them. Changes are written to the audit log (server.create, server.update, server.delete).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from aiohttp import web
 
 from vpsmon.collector import servers as records
 from vpsmon.collector.servers import InvalidServer, Server
-from vpsmon.web import auth
+from vpsmon.web import access
 from vpsmon.web.dashboard import (
     error_texts,
     require_editor,
@@ -110,14 +110,14 @@ async def new_page(request: web.Request) -> web.Response:
 
 
 async def new_submit(request: web.Request) -> web.Response:
-    session = require_editor(request)
+    user = require_editor(request)
     values = await _form_input(request)
     try:
         server = await records.create_server(request.app[POOL], records.validate(values))
     except InvalidServer as err:
         texts = texts_for(request)
         return _render_form(request, None, values, error_texts(err, texts), 400)
-    await _changed(request, server, "create", session.user.username)
+    await _changed(request, server, "create", user.username)
     raise web.HTTPFound(f"/servers/{server.id}")
 
 
@@ -138,7 +138,7 @@ async def edit_page(request: web.Request) -> web.Response:
 
 
 async def edit_submit(request: web.Request) -> web.Response:
-    session = require_editor(request)
+    user = require_editor(request)
     server = await _load(request)
     values = await _form_input(request)
     try:
@@ -150,14 +150,14 @@ async def edit_submit(request: web.Request) -> web.Response:
         return _render_form(request, server, values, error_texts(err, texts), 400)
     if updated is None:
         raise web.HTTPNotFound(text="no such server")
-    await _changed(request, updated, "update", session.user.username)
+    await _changed(request, updated, "update", user.username, before=server)
     raise web.HTTPFound(f"/servers/{updated.id}")
 
 
 async def delete_submit(request: web.Request) -> web.Response:
-    session = require_editor(request)
+    user = require_editor(request)
     server = await _load(request)
-    await _delete(request, server, session.user.username)
+    await _delete(request, server, user.username)
     raise web.HTTPFound("/")
 
 
@@ -185,24 +185,23 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def api_get(request: web.Request) -> web.Response:
-    auth.require_session(request)
     server = await _load(request)
     return web.json_response({"server": server.as_json()})
 
 
 async def api_create(request: web.Request) -> web.Response:
-    session = require_editor(request)
+    user = require_editor(request)
     body = await _json_body(request)
     try:
         server = await records.create_server(request.app[POOL], records.validate(body))
     except InvalidServer as err:
         raise _invalid(err) from None
-    await _changed(request, server, "create", session.user.username)
+    await _changed(request, server, "create", user.username)
     return web.json_response({"server": server.as_json()}, status=201)
 
 
 async def _update(request: web.Request, *, partial: bool) -> web.Response:
-    session = require_editor(request)
+    user = require_editor(request)
     server = await _load(request)
     body = await _json_body(request)
     data = {**records.input_fields(server), **body} if partial else body
@@ -212,7 +211,7 @@ async def _update(request: web.Request, *, partial: bool) -> web.Response:
         raise _invalid(err) from None
     if updated is None:
         raise web.HTTPNotFound(text="no such server")
-    await _changed(request, updated, "update", session.user.username)
+    await _changed(request, updated, "update", user.username, before=server)
     return web.json_response({"server": updated.as_json()})
 
 
@@ -225,17 +224,31 @@ async def api_patch(request: web.Request) -> web.Response:
 
 
 async def api_delete(request: web.Request) -> web.Response:
-    session = require_editor(request)
+    user = require_editor(request)
     server = await _load(request)
-    await _delete(request, server, session.user.username)
+    await _delete(request, server, user.username)
     return web.json_response({"deleted": server.id})
 
 
 # ---------------------------------------------------------------- side effects
 
 
-async def _changed(request: web.Request, server: Server, action: str, who: str) -> None:
+def _audit_detail(server: Server, before: Server | None) -> dict[str, Any]:
+    after = records.input_fields(server)
+    if before is None:
+        return {"name": server.name, "url": server.url}
+    old = records.input_fields(before)
+    return {"changed": {k: [old.get(k), v] for k, v in after.items() if old.get(k) != v}}
+
+
+async def _changed(
+    request: web.Request, server: Server, action: str, who: str, before: Server | None = None
+) -> None:
     from vpsmon.collector.traffic import Plan
+
+    await access.audit(
+        request, f"server.{action}", server_id=server.id, detail=_audit_detail(server, before)
+    )
 
     request.app[TRAFFIC].set_plan(
         server.id,
@@ -248,6 +261,13 @@ async def _changed(request: web.Request, server: Server, action: str, who: str) 
 
 
 async def _delete(request: web.Request, server: Server, who: str) -> None:
+    # Written first: the entry copies the server's name while the row still exists.
+    await access.audit(
+        request,
+        "server.delete",
+        server_id=server.id,
+        detail={"name": server.name, "url": server.url},
+    )
     await records.delete_server(request.app[POOL], server.id)
     request.app[HEAD].forget(server.id)
     request.app[TRAFFIC].forget(server.id)

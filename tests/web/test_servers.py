@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -270,3 +271,47 @@ async def test_an_unknown_server_is_404_everywhere(admin: Browser) -> None:
     for path in ("/servers/999", "/servers/999/edit", "/api/servers/999", "/servers/99999999999"):
         assert (await admin.client.get(path)).status == 404, path
     assert (await admin.api("DELETE", "/api/servers/999"))[0] == 404
+
+
+async def test_record_changes_are_audited_with_who_what_and_which_server(
+    admin: Browser, pool: asyncpg.Pool
+) -> None:
+    created = (await admin.api("POST", "/api/servers", FULL))[1]["server"]
+    path = f"/api/servers/{created['id']}"
+    await admin.api("PATCH", path, {"notes": "moved"})
+    await admin.api("DELETE", path)
+    rows = await pool.fetch(
+        "SELECT username, action, server_name, detail FROM audit_log"
+        " WHERE action LIKE 'server.%' ORDER BY id"
+    )
+    assert [(r["username"], r["action"], r["server_name"]) for r in rows] == [
+        ("root", "server.create", "tokyo-1"),
+        ("root", "server.update", "tokyo-1"),
+        ("root", "server.delete", "tokyo-1"),
+    ]
+    assert json.loads(rows[1]["detail"])["changed"] == {"notes": ["backup box", "moved"]}
+
+
+async def test_a_script_with_an_admins_api_token_manages_servers_without_csrf(
+    app_server: TestServer, pool: asyncpg.Pool
+) -> None:
+    from vpsmon.collector.tokens import create_token
+
+    root = await pool.fetchval("SELECT id FROM users WHERE username = 'root'")
+    watcher = await pool.fetchval("SELECT id FROM users WHERE username = 'watcher'")
+    _, admin_token = await create_token(pool, root, "deploy")
+    _, viewer_token = await create_token(pool, watcher, "read")
+    async with TestClient(app_server) as client:
+        resp = await client.post(
+            "/api/servers",
+            json={"name": "scripted", "address": "10.2.2.2"},
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        assert resp.status == 201, await resp.text()
+        resp = await client.post(
+            "/api/servers",
+            json={"name": "nope", "address": "10.2.2.3"},
+            headers={"Authorization": f"Bearer {viewer_token}"},
+        )
+        assert resp.status == 403
+    assert await pool.fetchval("SELECT array_agg(name) FROM servers") == ["scripted"]
