@@ -3,7 +3,10 @@
 Like Prometheus' engine, every expression is evaluated for all steps of the query at once
 (an instant query is a range query of one step). An instant-vector value is a list of
 ``(labels, values)`` with one value slot per step (``None`` where the series has no sample at
-that step); a scalar is a list of floats, one per step. Times are integer milliseconds.
+that step); a scalar is a list of floats, one per step. Evaluation times are integer
+milliseconds; sample timestamps stay the source's float seconds (each the nearest double to a
+whole millisecond), compared with bounds computed in milliseconds and divided once, so a sample
+exactly on a window edge is seen exactly as Prometheus sees it.
 
 Semantics followed (https://prometheus.io/docs/prometheus/latest/querying/basics/ and
 promql/engine.go, functions.go at v2.42.0):
@@ -70,7 +73,7 @@ from vpsmon.collector.storage.query import SampleSource, is_stale_marker
 Vals = list[float | None]
 VectorVal = list[tuple[Labels, Vals]]
 ScalarVal = list[float]
-RawSeries = tuple[Labels, list[int], list[float]]
+RawSeries = tuple[Labels, list[float], list[float]]  # timestamps in seconds
 
 ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^"})
 COMPARISON = frozenset({"==", "!=", ">", "<", ">=", "<="})
@@ -91,6 +94,10 @@ class Engine:
     ``default_subquery_step`` (seconds) is the resolution of a subquery without a step (the
     global evaluation interval in Prometheus); ``timeout`` (seconds) bounds one query;
     ``max_samples`` bounds the samples one query may load.
+
+    ``selector_cache_ttl`` (seconds, off by default) lets queries share what a selector fetched
+    for the same time range during that long: a rule manager evaluating many rules at the same
+    time sets it to about a second, so rules that read the same series fetch them once.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class Engine:
         default_subquery_step: float = 60,
         timeout: float = 120,
         max_samples: int = 20_000_000,
+        selector_cache_ttl: float = 0.0,
     ) -> None:
         if lookback_delta <= 0:
             raise ValueError("lookback_delta must be positive")
@@ -109,6 +117,7 @@ class Engine:
         self.default_subquery_step = max(1, to_millis(default_subquery_step))
         self.timeout = timeout
         self.max_samples = max_samples
+        self.cache = _SelectorCache(selector_cache_ttl) if selector_cache_ttl > 0 else None
 
     @staticmethod
     def check(expr: str) -> Node:
@@ -124,15 +133,10 @@ class Engine:
             end = ends[0]
             out = []
             for labels, ts, vs in series:
-                lo, hi = bisect_left(ts, end - range_ms), bisect_right(ts, end)
+                lo = bisect_left(ts, (end - range_ms) / 1000)
+                hi = bisect_right(ts, end / 1000)
                 if lo < hi:
-                    out.append(
-                        Series(
-                            lbl.to_dict(labels),
-                            [x / 1000 for x in ts[lo:hi]],
-                            list(vs[lo:hi]),
-                        )
-                    )
+                    out.append(Series(lbl.to_dict(labels), ts[lo:hi], vs[lo:hi]))
             return Matrix(out)
         value = await ev.eval(node)
         seconds = at / 1000
@@ -184,6 +188,7 @@ class Engine:
             default_step=self.default_subquery_step,
             max_samples=self.max_samples,
             deadline=time.monotonic() + self.timeout,
+            cache=self.cache,
         )
 
 
@@ -198,6 +203,7 @@ class _Context:
     default_step: int
     max_samples: int
     deadline: float
+    cache: _SelectorCache | None = None
     samples: int = 0
     ticks: int = 0
     last_yield: float = field(default_factory=time.monotonic)
@@ -220,6 +226,30 @@ class _Context:
             raise PromQLError(
                 "query processing would load too many samples into memory in query execution"
             )
+
+
+class _SelectorCache:
+    """Selector results by (matchers, range), kept ``ttl`` seconds; bounded."""
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.entries: dict[tuple[Any, int, int], tuple[float, list[RawSeries]]] = {}
+
+    def get(self, matchers: Any, mint: int, maxt: int) -> list[RawSeries] | None:
+        found = self.entries.get((matchers, mint, maxt))
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, matchers: Any, mint: int, maxt: int, data: list[RawSeries]) -> None:
+        now = time.monotonic()
+        if len(self.entries) >= self.MAX_ENTRIES:
+            self.entries = {k: v for k, v in self.entries.items() if v[0] >= now}
+            if len(self.entries) >= self.MAX_ENTRIES:
+                self.entries.clear()
+        self.entries[(matchers, mint, maxt)] = (now + self.ttl, data)
 
 
 class _StepOutput:
@@ -310,14 +340,20 @@ class _Evaluator:
         return [t - offset for t in self.steps]
 
     async def fetch(self, sel: VectorSel, mint: int, maxt: int) -> list[RawSeries]:
+        cache = self.ctx.cache
+        if cache is not None:
+            cached = cache.get(sel.matchers, mint, maxt)
+            if cached is not None:
+                return cached
         found = await self.ctx.source.select(sel.matchers, mint / 1000, maxt / 1000)
         out: list[RawSeries] = []
         total = 0
         for s in found:
-            ts = [round(t * 1000) for t in s.timestamps]
-            total += len(ts)
-            out.append((lbl.from_mapping(s.labels), ts, list(s.values)))
+            total += len(s.timestamps)
+            out.append((lbl.from_mapping(s.labels), s.timestamps, s.values))
         self.ctx.count(total)
+        if cache is not None:
+            cache.put(sel.matchers, mint, maxt, out)
         return out
 
     async def vector_selector(self, sel: VectorSel, want_time: bool = False) -> VectorVal:
@@ -330,13 +366,13 @@ class _Evaluator:
             vals: Vals = [None] * self.n
             found = False
             for i, ref in enumerate(refs):
-                j = bisect_right(ts, ref) - 1
-                if j < 0 or ts[j] < ref - lookback:
+                j = bisect_right(ts, ref / 1000) - 1
+                if j < 0 or ts[j] < (ref - lookback) / 1000:
                     continue
                 v = vs[j]
                 if v != v and is_stale_marker(v):
                     continue
-                vals[i] = ts[j] / 1000 if want_time else v
+                vals[i] = ts[j] if want_time else v
                 found = True
             if found:
                 out.append((labels, vals))
@@ -377,7 +413,7 @@ class _Evaluator:
         out: list[RawSeries] = []
         total = 0
         for labels, vals in value:
-            ts = [inner.steps[i] for i, v in enumerate(vals) if v is not None]
+            ts = [inner.steps[i] / 1000 for i, v in enumerate(vals) if v is not None]
             vs = [v for v in vals if v is not None]
             total += len(ts)
             if ts:
@@ -474,8 +510,8 @@ class _Evaluator:
             vals: Vals = [None] * self.n
             found = False
             for i, end in enumerate(ends):
-                lo = bisect_left(ts, end - range_ms)
-                hi = bisect_right(ts, end, lo)
+                lo = bisect_left(ts, (end - range_ms) / 1000)
+                hi = bisect_right(ts, end / 1000, lo)
                 if lo >= hi:
                     continue
                 window.step_time = self.steps[i]
@@ -502,8 +538,8 @@ class _Evaluator:
         for i, end in enumerate(ends):
             present = False
             for _, ts, _vs in series:
-                lo = bisect_left(ts, end - range_ms)
-                if lo < len(ts) and ts[lo] <= end:
+                lo = bisect_left(ts, (end - range_ms) / 1000)
+                if lo < len(ts) and ts[lo] <= end / 1000:
                     present = True
                     break
             if not present:
@@ -635,7 +671,23 @@ class _Evaluator:
         op = node.op
         comparison = op in COMPARISON
         drop = op in ARITHMETIC or node.return_bool
-        out = []
+        return_bool = node.return_bool
+        out: VectorVal = []
+        if self.n == 1:  # instant queries and rules: one value per series
+            s = scalar[0]
+            for labels, vals in vec:
+                v = vals[0]
+                if v is None:
+                    continue
+                value, keep = _elem_binop(op, s, v) if swap else _elem_binop(op, v, s)
+                if comparison and swap:
+                    value = v
+                if return_bool:
+                    value, keep = (1.0 if keep else 0.0), True
+                if keep:
+                    one: Vals = [value]
+                    out.append((lbl.drop_name(labels) if drop else labels, one))
+            return _merge(out) if drop else out
         for labels, vals in vec:
             new: Vals = [None] * self.n
             found = False
@@ -646,7 +698,7 @@ class _Evaluator:
                 value, keep = _elem_binop(op, a, b)
                 if comparison and swap:
                     value = v
-                if node.return_bool:
+                if return_bool:
                     value = 1.0 if keep else 0.0
                     keep = True
                 if keep:
@@ -654,7 +706,7 @@ class _Evaluator:
                     found = True
             if found:
                 out.append((lbl.drop_name(labels) if drop else labels, new))
-        return _merge(out)
+        return _merge(out) if drop else out
 
     def _signature(self, node: Binary) -> Callable[[Labels], Labels]:
         names = frozenset(node.matching)

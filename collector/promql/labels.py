@@ -21,8 +21,13 @@ def from_pairs(pairs: Iterable[tuple[str, str]]) -> Labels:
 
 
 def drop_name(labels: Labels) -> Labels:
-    if labels and any(k == METRIC_NAME for k, _ in labels):
-        return tuple(p for p in labels if p[0] != METRIC_NAME)
+    if not labels:
+        return labels
+    if labels[0][0] == METRIC_NAME:  # the usual place: "_" sorts before lowercase names
+        return labels[1:]
+    for k, _ in labels:
+        if k == METRIC_NAME:
+            return tuple(p for p in labels if p[0] != METRIC_NAME)
     return labels
 
 
