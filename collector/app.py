@@ -25,8 +25,10 @@ from vpsmon.collector.servers import list_servers, to_targets, upsert_static
 from vpsmon.collector.storage.db import connect_pool
 from vpsmon.collector.storage.maintenance import Retention, ensure_partitions, run_maintenance
 from vpsmon.collector.storage.migrate import migrate
+from vpsmon.collector.storage.spool import Spool
 from vpsmon.collector.storage.writer import SampleWriter
 from vpsmon.web.app import create_app
+from vpsmon.web.keys import WRITER
 
 log = logging.getLogger("vpsmon.collector")
 
@@ -69,9 +71,11 @@ async def run_collector(
         created_password = await accounts.ensure_admin(pool, admin_password)
         await upsert_static(pool, config.targets)
         head = Head()
-        writer = SampleWriter(pool, config.job)
+        spool = Spool(config.data_dir / "spool", config.spool_max_bytes)
+        writer = SampleWriter(pool, config.job, spool=spool)
         notify = NotifyService(pool, config)  # notify.submit is the rule manager's notify function
         app = create_app(config, pool, head, notify=notify)
+        app[WRITER] = writer
         runner = await serve_site(app, config.listen.host, config.listen.port)
         try:
             async with (
@@ -100,7 +104,11 @@ async def run_collector(
                         await task
             # Scrapes already taken are written before we go.
             if not await writer.flush():
-                log.warning("could not write %d queued scrapes before exit", writer.pending)
+                log.warning(
+                    "database away at exit: queued scrapes kept in the spool for the next start"
+                    " spool_bytes=%d",
+                    spool.size,
+                )
         finally:
             await runner.cleanup()
     finally:

@@ -151,6 +151,13 @@ SETTINGS: tuple[Setting, ...] = (
         730 * 86400.0,
         "How long the 1-hour rollups are kept.",
     ),
+    Setting(
+        "storage.spool.max_bytes",
+        parse_positive_int,
+        1024**3,
+        "Disk space for scrapes waiting while the database is away (data_dir/spool); when "
+        "full, new scrapes are dropped and counted.",
+    ),
     Setting("web.session_ttl", parse_duration, 7 * 86400.0, "How long a login session lasts."),
     Setting(
         "web.reauth_ttl",
@@ -257,6 +264,7 @@ class CollectorConfig:
     retention_raw: float = 15 * 86400.0
     retention_rollup_1m: float = 90 * 86400.0
     retention_rollup_1h: float = 730 * 86400.0
+    spool_max_bytes: int = 1024**3
 
 
 def load_config(
@@ -298,4 +306,5 @@ def load_config(
         retention_raw=v["storage.retention.raw"],
         retention_rollup_1m=v["storage.retention.rollup_1m"],
         retention_rollup_1h=v["storage.retention.rollup_1h"],
+        spool_max_bytes=v["storage.spool.max_bytes"],
     )

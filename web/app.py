@@ -29,6 +29,7 @@ from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.traffic import TrafficAccountant
 from vpsmon.web import access, auth, detail, promapi, servers, status
 from vpsmon.web import notify as notify_web
+from vpsmon.web import storage as storage_web
 from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
 from vpsmon.web.keys import CHARTS, CONFIG, HEAD, HUB, LIMITER, POOL, SAMPLES, TRAFFIC
@@ -88,6 +89,7 @@ def create_app(
     users.setup(app)
     notify_web.setup(app, notify)
     status.setup(app)
+    storage_web.setup(app)
     app.router.add_static("/static", HERE / "static", append_version=True, name="static")
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_expire_sessions)

@@ -9,6 +9,7 @@ from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
 from vpsmon.collector.storage.chart import ChartReader
 from vpsmon.collector.storage.reader import StorageReader
+from vpsmon.collector.storage.writer import SampleWriter
 from vpsmon.collector.traffic import TrafficAccountant
 from vpsmon.web.auth import LoginLimiter
 from vpsmon.web.live import LiveHub
@@ -22,3 +23,4 @@ TRAFFIC = web.AppKey("traffic", TrafficAccountant)
 # Stored samples (head + database): the SampleSource for PromQL/API, and charts at ~1,000 points.
 SAMPLES = web.AppKey("samples", StorageReader)
 CHARTS = web.AppKey("charts", ChartReader)
+WRITER = web.AppKey("writer", SampleWriter)  # set by the collector (collector/app.py)

@@ -2,7 +2,8 @@
 
 Results are queued in memory and flushed about once a second. A flush that fails (database
 away) leaves its batch at the head of the queue, to be retried in order; the queue is bounded
-and counts what it drops. Issue #4 adds a disk spool behind this queue.
+and counts what it drops. With a spool (collector/storage/spool.py) the queue goes to disk
+while the database is away and is replayed, in order, once it is back.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncpg
 
 from vpsmon.collector.scrape.loop import ScrapeResult
 from vpsmon.collector.scrape.target import Labels
+from vpsmon.collector.storage.spool import Spool, StoredScrape
 
 log = logging.getLogger("vpsmon.writer")
 
@@ -48,16 +50,37 @@ def series_hash(name: str, labels: Labels) -> bytes:
 
 
 class SampleWriter:
-    def __init__(self, pool: asyncpg.Pool, job: str, *, max_pending: int = 100_000) -> None:
+    """Queues scrapes and writes them in order; spools to disk while the database is away.
+
+    ``spool``: without one, scrapes wait in memory (bounded by ``max_pending``, oldest dropped
+    first). With one, every flush that finds the database away moves the memory queue to the
+    spool, and the next flush that reaches it replays the spool, oldest first, before anything
+    newer, so the database sees scrapes in the order they were taken.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        job: str,
+        *,
+        max_pending: int = 100_000,
+        spool: Spool | None = None,
+    ) -> None:
         self._pool = pool
         self._job = job
-        self._pending: deque[ScrapeResult] = deque()
+        self._pending: deque[StoredScrape] = deque()
         self._max_pending = max_pending
         self._series_ids: dict[bytes, int] = {}
+        self._spool = spool
+        self._lock = asyncio.Lock()
         self.dropped = 0
         self.written_samples = 0
         self._failing = False
         self.rejected = 0
+        self.spooled = 0  # scrapes ever written to the spool
+        self.replayed = 0  # scrapes ever replayed from it
+        self.last_error: str | None = None
+        self._full_warned = False
 
     async def append(self, result: ScrapeResult) -> None:
         if len(self._pending) >= self._max_pending:
@@ -65,11 +88,39 @@ class SampleWriter:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("write queue full, dropping oldest scrape dropped=%d", self.dropped)
-        self._pending.append(result)
+        self._pending.append(
+            StoredScrape(
+                result.target.server_id,
+                result.target.url,
+                # Milliseconds, as Prometheus keeps them: chunks store millisecond deltas.
+                round(result.timestamp, 3),
+                result.error,
+                result.target.target_labels(self._job),
+                tuple(result.with_synthetic()),
+            )
+        )
 
     @property
     def pending(self) -> int:
+        """Scrapes waiting in memory (the spool's are in `health()`)."""
         return len(self._pending)
+
+    def health(self) -> dict[str, float | int | bool | str | None]:
+        """What the UI and /metrics show about the writer."""
+        spool = self._spool
+        return {
+            "database_ok": not self._failing,
+            "last_error": self.last_error,
+            "pending_scrapes": len(self._pending),
+            "written_samples": self.written_samples,
+            "dropped_scrapes": self.dropped + (spool.dropped if spool else 0),
+            "rejected_scrapes": self.rejected,
+            "spooled_scrapes": self.spooled,
+            "replayed_scrapes": self.replayed,
+            "spool_bytes": spool.size if spool else 0,
+            "spool_max_bytes": spool.max_bytes if spool else 0,
+            "spool_full": bool(spool and spool.full),
+        }
 
     async def run(self, interval: float = 1.0) -> None:
         while True:
@@ -80,65 +131,108 @@ class SampleWriter:
                 log.exception("flush failed unexpectedly")
 
     async def flush(self) -> bool:
-        """Write everything queued, in order, in chunks of `BATCH` scrapes.
+        """Write everything queued (the spool first), in order, in chunks of `BATCH` scrapes.
 
-        Returns False, keeping the unwritten scrapes queued, when the database is away. A chunk
-        the database refuses for its content (not for being away) is set aside and counted in
-        `rejected`, so one bad scrape cannot stop every write behind it.
+        Returns False when the database is away: the unwritten scrapes stay queued, or go to
+        the spool when there is one. A chunk the database refuses for its content (not for
+        being away) is set aside and counted in `rejected`, so one bad scrape cannot stop
+        every write behind it.
         """
-        while self._pending:
-            batch = list(itertools.islice(self._pending, BATCH))
+        async with self._lock:
+            ok = await self._replay() and await self._drain(self._pending)
+            if not ok and self._spool is not None and self._pending:
+                await self._spill()
+            return ok
+
+    async def _replay(self) -> bool:
+        spool = self._spool
+        if spool is None or spool.empty:
+            return True
+        segments = spool.segments()
+        for segment in segments:
+            queue = deque(await asyncio.to_thread(spool.read, segment))
+            count = len(queue)
+            if not await self._drain(queue):
+                # Part of the segment may be in; replaying it again stores nothing twice.
+                return False
+            spool.remove(segment)
+            self.replayed += count
+        log.info("spool replayed segments=%d", len(segments))
+        return True
+
+    async def _spill(self) -> None:
+        assert self._spool is not None
+        batch = list(self._pending)
+        self._pending.clear()
+        refused = await asyncio.to_thread(self._spool.append, batch)
+        self.spooled += len(batch) - refused
+        if refused:
+            if not self._full_warned or self._spool.dropped % 1000 < refused:
+                log.warning(
+                    "spool full: the database is away and %d bytes of scrapes wait on disk "
+                    "(storage.spool.max_bytes=%d); dropping new scrapes dropped=%d",
+                    self._spool.size,
+                    self._spool.max_bytes,
+                    self._spool.dropped,
+                )
+                self._full_warned = True
+        else:
+            self._full_warned = False
+
+    async def _drain(self, queue: deque[StoredScrape]) -> bool:
+        while queue:
+            batch = list(itertools.islice(queue, BATCH))
             try:
                 await self._write(batch)
             except Exception as err:  # asyncpg also raises InternalClientError on a dying link
                 if _refused(err):
                     # Find the scrapes it refuses, one at a time; keep the rest.
-                    if not await self._write_each(batch):
+                    if not await self._write_each(queue, batch):
                         return False
                     continue
+                self.last_error = _first_line(err)
                 if not self._failing:
                     log.warning(
-                        "database write failed, keeping %d scrapes queued error=%s",
-                        len(self._pending),
-                        _first_line(err),
+                        "database write failed, keeping %d scrapes %s error=%s",
+                        len(queue),
+                        "spooled" if self._spool is not None else "queued",
+                        self.last_error,
                     )
                     self._failing = True
                 return False
             for _ in batch:
-                self._pending.popleft()
+                queue.popleft()
             if self._failing:
                 log.info("database writes resumed")
                 self._failing = False
         return True
 
-    async def _write_each(self, batch: list[ScrapeResult]) -> bool:
-        for result in batch:
+    async def _write_each(self, queue: deque[StoredScrape], batch: list[StoredScrape]) -> bool:
+        for scrape in batch:
             try:
-                await self._write([result])
+                await self._write([scrape])
             except Exception as err:
                 if not _refused(err):
                     return False
                 self.rejected += 1
                 log.error(
                     "database refused a scrape, dropping it target=%s error=%s",
-                    result.target.url,
+                    scrape.url,
                     _first_line(err),
                 )
-            self._pending.popleft()
+            queue.popleft()
         return True
 
-    async def _write(self, batch: list[ScrapeResult]) -> None:
+    async def _write(self, batch: list[StoredScrape]) -> None:
         rows: list[tuple[bytes, datetime, float]] = []
         keys: list[tuple[bytes, int, str, Labels]] = []
-        for result in batch:
-            base = result.target.target_labels(self._job)
-            # Milliseconds, as Prometheus keeps them: chunks store millisecond deltas.
-            ts = datetime.fromtimestamp(round(result.timestamp, 3), UTC)
-            for sample in result.with_synthetic():
-                labels = _merge(sample.labels, base)
+        for scrape in batch:
+            ts = datetime.fromtimestamp(scrape.timestamp, UTC)
+            for sample in scrape.samples:
+                labels = _merge(sample.labels, scrape.base)
                 key = series_hash(sample.name, labels)
                 if key not in self._series_ids:
-                    keys.append((key, result.target.server_id, sample.name, labels))
+                    keys.append((key, scrape.server_id, sample.name, labels))
                 rows.append((key, ts, sample.value))
         found: dict[bytes, int] = {}
         async with self._pool.acquire() as conn, conn.transaction():
@@ -183,10 +277,10 @@ class SampleWriter:
         )
         return {bytes(row["labels_hash"]): row["id"] for row in rows}
 
-    async def _update_servers(self, conn: asyncpg.Connection, batch: list[ScrapeResult]) -> None:
-        latest: dict[int, ScrapeResult] = {}
-        for result in batch:
-            latest[result.target.server_id] = result
+    async def _update_servers(self, conn: asyncpg.Connection, batch: list[StoredScrape]) -> None:
+        latest: dict[int, StoredScrape] = {}
+        for scrape in batch:
+            latest[scrape.server_id] = scrape
         await conn.executemany(
             "UPDATE servers SET last_error = $2,"
             " last_seen_at = CASE WHEN $2::text IS NULL THEN $3 ELSE last_seen_at END"
