@@ -63,11 +63,41 @@ async def history(
                 # The range's first bucket lacks the growth up to its first sample.
                 if g.increase is not None and i > 0:
                     g.increase[k] = b.increase[i]
+    charts = build(list(grid.values()), length)
+    keep = columns_to_keep(charts, length)
+    for c in charts:
+        for line in c["series"]:
+            line["values"] = [line["values"][i] for i in keep]
     return {
         "start": start,
         "end": end,
         "step": step,
         "resolution": chart.resolution,
-        "t": [(first + i) * step for i in range(length)],
-        "charts": build(list(grid.values()), length),
+        "t": [(first + i) * step for i in keep],
+        "charts": charts,
     }
+
+
+def columns_to_keep(charts: list[dict[str, Any]], length: int) -> list[int]:
+    """Steps that hold a value, plus one empty step where the data really stops for a while.
+
+    Samples sparser than the step (a longer scrape interval, a backfill) would otherwise be
+    islands between empty steps that a chart cannot join into a line; a gap of more than
+    three usual spacings (the server was down) stays visible as a break.
+    """
+    present = [
+        i
+        for i in range(length)
+        if any(line["values"][i] is not None for c in charts for line in c["series"])
+    ]
+    if len(present) < 2:
+        return present
+    spacings = sorted(b - a for a, b in zip(present, present[1:], strict=False))
+    usual = spacings[len(spacings) // 2]
+    keep = []
+    for a, b in zip(present, present[1:], strict=False):
+        keep.append(a)
+        if b - a > 3 * usual:
+            keep.append(a + 1)
+    keep.append(present[-1])
+    return keep

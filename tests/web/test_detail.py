@@ -163,3 +163,13 @@ def test_containers_come_from_cadvisor_series_and_container_info() -> None:
         {"name": "web", "image": "nginx:1", "state": "running", "cpu": 0.5, "memory": 2e8},
         {"name": "cache", "image": "redis:7", "state": "exited", "cpu": None, "memory": None},
     ]
+
+
+def test_sparse_samples_join_into_lines_and_a_long_outage_stays_a_break() -> None:
+    from vpsmon.web.history import columns_to_keep
+
+    values: list[float | None] = [None] * 40
+    for i in (0, 5, 10, 15, 35, 39):  # every 5 steps, then nothing for 20 steps
+        values[i] = 1.0
+    charts = [{"id": "load", "unit": "number", "series": [{"name": "1", "values": values}]}]
+    assert columns_to_keep(charts, 40) == [0, 5, 10, 15, 16, 35, 39]

@@ -112,6 +112,7 @@ function render(entry) {
   const trR = tr && tr.quota ? tr.used / tr.quota : null;
   setMeter(entry.meters.traffic, trR, trafficText(tr));
   entry.meters.traffic.hidden = !tr || (!tr.quota && !tr.used);
+  entry.meters.traffic.classList.toggle("no-quota", !!tr && !tr.quota);
   const load = live.load1 == null ? "–" : [live.load1, live.load5, live.load15].map((v) => v.toFixed(2)).join(" ");
   const net = `↓ ${rate(live.net_rx)}  ↑ ${rate(live.net_tx)}`;
   entry.card.querySelector(".f-load").textContent = load;
