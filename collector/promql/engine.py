@@ -361,6 +361,18 @@ class _Evaluator:
         lookback = self.ctx.lookback
         data = await self.fetch(sel, min(refs) - lookback, max(refs))
         out: VectorVal = []
+        if self.n == 1:  # the fetch is the lookback window: its newest sample is the answer
+            high, low = refs[0] / 1000, (refs[0] - lookback) / 1000
+            for labels, ts, vs in data:
+                await self.ctx.checkpoint()
+                j = len(ts) - 1 if ts and ts[-1] <= high else bisect_right(ts, high) - 1
+                if j < 0 or ts[j] < low:
+                    continue
+                v = vs[j]
+                if v != v and is_stale_marker(v):
+                    continue
+                out.append((labels, [ts[j] if want_time else v]))
+            return out
         for labels, ts, vs in data:
             await self.ctx.checkpoint()
             vals: Vals = [None] * self.n
@@ -386,7 +398,7 @@ class _Evaluator:
             data = await self.fetch(sel, min(ends) - node.range, max(ends))
             cleaned: list[RawSeries] = []
             for labels, ts, vs in data:
-                if any(v != v and is_stale_marker(v) for v in vs):
+                if any(map(math.isnan, vs)) and any(map(is_stale_marker, vs)):
                     keep = [k for k, v in enumerate(vs) if not (v != v and is_stale_marker(v))]
                     ts, vs = [ts[k] for k in keep], [vs[k] for k in keep]
                 if ts:
@@ -505,6 +517,28 @@ class _Evaluator:
         window = Window(0, 0, 0, range_ms)
         out: VectorVal = []
         seen: set[Labels] = set()
+        if self.n == 1:  # instant queries and rules: one window, usually the whole fetch
+            window.step_time, window.end = self.steps[0], ends[0]
+            window.start = ends[0] - range_ms
+            if params:
+                window.params = tuple(p[0] for p in params)
+            low, high = window.start / 1000, window.end / 1000
+            for labels, ts, vs in series:
+                await self.ctx.checkpoint()
+                if ts[0] < low or ts[-1] > high:
+                    lo, hi = bisect_left(ts, low), bisect_right(ts, high)
+                    if lo >= hi:
+                        continue
+                    ts, vs = ts[lo:hi], vs[lo:hi]
+                result = fn(ts, vs, window)
+                if result is None:
+                    continue
+                out_labels = labels if keep_name else lbl.drop_name(labels)
+                if out_labels in seen:
+                    raise PromQLError(DUPLICATE_LABELSET)
+                seen.add(out_labels)
+                out.append((out_labels, [result]))
+            return out
         for labels, ts, vs in series:
             await self.ctx.checkpoint()
             vals: Vals = [None] * self.n
@@ -865,6 +899,20 @@ class _Evaluator:
 
         if op == "count_values":
             return await self._count_values(node, vec, str(param), group_key)
+        if self.n == 1 and op not in ("topk", "bottomk"):
+            # Instant queries and rules: group the values directly; keys are unique per group.
+            values: dict[Labels, list[float]] = {}
+            for labels, vals in vec:
+                v = vals[0]
+                if v is None:
+                    continue
+                key = group_key(labels)
+                members_of = values.get(key)
+                if members_of is None:
+                    values[key] = [v]
+                else:
+                    members_of.append(v)
+            return [(key, [_aggregate_values(op, vs, param, 0)]) for key, vs in values.items()]
         keys = [group_key(labels) for labels, _ in vec]
         out = _StepOutput(self.n)
         for i in range(self.n):

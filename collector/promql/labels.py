@@ -42,7 +42,12 @@ def keep(labels: Labels, names: frozenset[str]) -> Labels:
     return tuple(p for p in labels if p[0] in names)
 
 
+_ONLY_NAME = frozenset({METRIC_NAME})
+
+
 def without(labels: Labels, names: frozenset[str]) -> Labels:
+    if names == _ONLY_NAME:
+        return drop_name(labels)
     return tuple(p for p in labels if p[0] not in names)
 
 
