@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vpsmon.collector.promql import mathops
+from vpsmon.collector.promql.errors import PromQLError
 
 NAN = math.nan
 
@@ -263,7 +264,34 @@ def _nan_first(v: float) -> tuple[int, float]:
     return (0, 0.0) if v != v else (1, v)
 
 
+def _trend(i: int, tf: float, s0: float, s1: float, b: float) -> float:
+    if i == 0:
+        return b
+    return tf * (s1 - s0) + (1 - tf) * b
+
+
+def _holt_winters(ts: list[float], vs: list[float], w: Window) -> float | None:
+    """Prometheus 2.x holt_winters (double exponential smoothing), functions.go."""
+    sf, tf = w.params
+    if sf <= 0 or sf >= 1:
+        raise PromQLError(f"invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:f}")
+    if tf <= 0 or tf >= 1:
+        raise PromQLError(f"invalid trend factor. Expected: 0 < tf < 1, got: {tf:f}")
+    if len(vs) < 2:
+        return None
+    s0 = 0.0
+    s1 = vs[0]
+    b = vs[1] - vs[0]
+    for i in range(1, len(vs)):
+        x = sf * vs[i]
+        b = _trend(i - 1, tf, s0, s1, b)
+        y = (1 - sf) * (s1 + b)
+        s0, s1 = s1, x + y
+    return s1
+
+
 RANGE_FUNCTIONS: dict[str, RangeFunction] = {
+    "holt_winters": _holt_winters,
     "rate": lambda ts, vs, w: extrapolated_rate(ts, vs, w, True, True),
     "increase": lambda ts, vs, w: extrapolated_rate(ts, vs, w, True, False),
     "delta": lambda ts, vs, w: extrapolated_rate(ts, vs, w, False, False),

@@ -58,8 +58,16 @@ def parse_expr(text: str) -> Node:
     return _parse_cached(text)
 
 
+@lru_cache(maxsize=1)
+def _register_functions() -> None:
+    """Teach the parser Prometheus 2.x functions it does not know (process-global, once)."""
+    matrix, scalar, vector = pp.ValueType.Matrix, pp.ValueType.Scalar, pp.ValueType.Vector
+    pp.register_extra_functions([pp.Function("holt_winters", [matrix, scalar, scalar], vector)])
+
+
 @lru_cache(maxsize=1024)
 def _parse_cached(text: str) -> Node:
+    _register_functions()
     if not text.strip():
         raise parse_error("no expression found in input", 0)
     try:

@@ -174,6 +174,7 @@ QUERIES = [
     "predict_linear(dt_memory_bytes[30m], 3600)",
     "resets(dt_requests_total[30m])",
     "changes(dt_memory_bytes[10m])",
+    "holt_winters(dt_memory_bytes[10m], 0.3, 0.4)",
     "avg_over_time(dt_memory_bytes[10m])",
     "min_over_time(dt_memory_bytes[10m])",
     "max_over_time(dt_memory_bytes[10m])",

@@ -127,6 +127,9 @@ async def test_irate_idelta_delta_deriv_and_predict_linear() -> None:
     assert one(await engine.instant_query("idelta(c[5m])", 180)) == pytest.approx(-25)
     assert one(await engine.instant_query("delta(g[4m])", 240)) == pytest.approx(8)
     assert one(await engine.instant_query("deriv(g[4m])", 240)) == pytest.approx(2 / 60)
+    # Double exponential smoothing of a straight line follows the line.
+    got = await engine.instant_query("holt_winters(g[4m], 0.5, 0.5)", 240)
+    assert one(got) == pytest.approx(9)
     got = await engine.instant_query("predict_linear(g[4m], 600)", 240)
     assert one(got) == pytest.approx(9 + 20)
     assert one(await engine.instant_query("changes(c[5m])", 180)) == 3

@@ -111,6 +111,7 @@ async def test_queries_prometheus_refuses_are_refused_by_us_too(
         "dt_memory_bytes + on(instance) dt_requests_total",  # many-to-many
         'label_replace(dt_info, "1x", "", "instance", ".*")',
         'label_replace(dt_memory_bytes, "instance", "x", "", "")',  # same labelset twice
+        "holt_winters(dt_memory_bytes[5m], 1.5, 0.5)",  # smoothing factor out of range
     ):
         theirs = await prometheus.get("/api/v1/query", query=query, time=str(t))
         assert theirs["status"] == "error", (query, theirs)
