@@ -174,6 +174,24 @@ SETTINGS: tuple[Setting, ...] = (
         "read-only, without addresses.",
     ),
     Setting("status_page.title", parse_str, "Status", "Heading of the public status page."),
+    Setting(
+        "promql.lookback_delta",
+        parse_duration,
+        300.0,
+        "How far back an instant PromQL selector looks for a sample (Prometheus' 5m).",
+    ),
+    Setting(
+        "promql.query_timeout",
+        parse_duration,
+        60.0,
+        "Longest a /api/v1 query may run; a request's timeout parameter may only shorten it.",
+    ),
+    Setting(
+        "promql.max_samples",
+        parse_positive_int,
+        20_000_000,
+        "Most samples one PromQL query may load before it is refused.",
+    ),
     Setting("log.level", parse_str, "info", "Log level: debug, info, warning or error."),
     Setting(
         "notify.resolve_timeout",
@@ -245,6 +263,13 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class PromQLConfig:
+    lookback_delta: float = 300.0
+    query_timeout: float = 60.0
+    max_samples: int = 20_000_000
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     listen: HostPort
     database_url: str | None
@@ -259,6 +284,7 @@ class CollectorConfig:
     log_level: str
     reauth_ttl: float = 300.0
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    promql: PromQLConfig = field(default_factory=PromQLConfig)
     status_page: bool = False
     status_title: str = "Status"
     retention_raw: float = 15 * 86400.0
@@ -300,6 +326,11 @@ def load_config(
             ),
             expiry_days=_numbers("notify.expiry_days", v["notify.expiry_days"]),
             external_url=v["notify.external_url"],
+        ),
+        promql=PromQLConfig(
+            lookback_delta=v["promql.lookback_delta"],
+            query_timeout=v["promql.query_timeout"],
+            max_samples=v["promql.max_samples"],
         ),
         status_page=v["status_page.enabled"],
         status_title=v["status_page.title"],

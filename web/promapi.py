@@ -36,14 +36,12 @@ from vpsmon.collector.storage.bulk import BulkSeries, append_series
 from vpsmon.collector.storage.query import Matcher, SampleSource
 from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.web import access
-from vpsmon.web.keys import POOL
+from vpsmon.web.keys import CONFIG, POOL
 
 # The Prometheus version whose query semantics and API we follow (docs/promql.md).
 PROMETHEUS_VERSION = "2.42.0"
 # Prometheus refuses range queries with more points per series than this.
 MAX_POINTS = 11_000
-DEFAULT_TIMEOUT = 60.0
-MAX_TIMEOUT = 120.0
 # Earliest and latest times for series/labels requests without start/end: all of them.
 MIN_TIME = 0.0
 MAX_TIME = 4_102_444_800.0  # 2100-01-01
@@ -292,10 +290,16 @@ def _source(request: web.Request, visible: VisibleServers) -> SampleSource:
 
 
 def _engine(request: web.Request, params: MultiDict[str], visible: VisibleServers) -> Engine:
-    timeout = DEFAULT_TIMEOUT
+    settings = request.app[CONFIG].promql
+    timeout = settings.query_timeout
     if params.get("timeout"):
-        timeout = min(MAX_TIMEOUT, parse_duration(params["timeout"], "timeout"))
-    return Engine(_source(request, visible), timeout=timeout)
+        timeout = min(timeout, parse_duration(params["timeout"], "timeout"))
+    return Engine(
+        _source(request, visible),
+        lookback_delta=settings.lookback_delta,
+        timeout=timeout,
+        max_samples=settings.max_samples,
+    )
 
 
 # --- endpoints ----------------------------------------------------------------------------------

@@ -60,6 +60,9 @@ def test_the_good_config_file_sets_every_value() -> None:
     assert config.notify.traffic_thresholds == (50.0, 95.0)
     assert config.notify.expiry_days == (2.0, 14.0)
     assert config.notify.external_url == "https://vpsmon.example"
+    assert config.promql.lookback_delta == 600.0
+    assert config.promql.query_timeout == 30.0
+    assert config.promql.max_samples == 1_000_000
     assert config.status_page is True
     assert config.status_title == "Fleet status"
     assert (config.retention_raw, config.retention_rollup_1m, config.retention_rollup_1h) == (
