@@ -36,7 +36,7 @@ from vpsmon.collector.storage.bulk import BulkSeries, append_series
 from vpsmon.collector.storage.query import Matcher, SampleSource
 from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.web import access
-from vpsmon.web.keys import CONFIG, POOL
+from vpsmon.web.keys import CONFIG, POOL, SAMPLES
 
 # The Prometheus version whose query semantics and API we follow (docs/promql.md).
 PROMETHEUS_VERSION = "2.42.0"
@@ -104,8 +104,10 @@ RULES = web.AppKey("promql_rules", RulesView)
 
 
 def setup(app: web.Application, source: SeriesFinder | None = None) -> None:
-    """Register /api/v1/*. ``source`` defaults to the storage reader over the app's pool."""
-    app[SOURCE] = source if source is not None else StorageReader(app[POOL])
+    """Register /api/v1/*. ``source`` defaults to the app's storage reader (head + database)."""
+    if source is None:
+        source = app[SAMPLES] if SAMPLES in app else StorageReader(app[POOL])
+    app[SOURCE] = source
     if ACCESS not in app:
         app[ACCESS] = session_access
     routes = [

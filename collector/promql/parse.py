@@ -83,12 +83,49 @@ def _parse_cached(text: str) -> Node:
 
 
 def _position_of(text: str, message: str) -> int | None:
+    """Where the parser's error is, when the message lets us find it (the binding gives none)."""
     match = re.search(r"function with name '([^']+)'", message)
     if match:
         found = re.search(rf"\b{re.escape(match.group(1))}\s*\(", text)
         if found:
             return found.start()
+    if "end of input" in message:
+        return len(text)
+    if "unclosed left parenthesis" in message or "unexpected right parenthesis" in message:
+        opened, stray = _parentheses(text)
+        if "unclosed" in message and opened:
+            return opened[-1]
+        if stray is not None:
+            return stray
+    if "unterminated quoted string" in message:
+        quote = message.rstrip()[-1:]
+        found_at = text.rfind(quote) if quote in "\"'`" else -1
+        return found_at if found_at >= 0 else None
     return None
+
+
+def _parentheses(text: str) -> tuple[list[int], int | None]:
+    """Offsets of unclosed "(" and of the first unmatched ")", outside quoted strings."""
+    opened: list[int] = []
+    quote = ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "\"'`":
+            quote = c
+        elif c == "(":
+            opened.append(i)
+        elif c == ")":
+            if not opened:
+                return opened, i
+            opened.pop()
+        i += 1
+    return opened, None
 
 
 class _Converter:

@@ -446,3 +446,20 @@ def test_values_are_formatted_like_prometheus() -> None:
     data = result_json(Vector())
     assert data == {"resultType": "vector", "result": []}
     assert result_json(Scalar(2.0, 1.5)) == {"resultType": "scalar", "result": [1.5, "2"]}
+
+
+@pytest.mark.parametrize(
+    ("expr", "position"),
+    [
+        ("sum(rate(x[5m])", 3),
+        ("x)", 1),
+        ('x{a="b"', 7),
+        ('x{a="("} + (y', 11),
+        ("up + nosuch(x)", 5),
+    ],
+)
+def test_parse_errors_point_at_the_offending_character(expr: str, position: int) -> None:
+    with pytest.raises(PromQLError) as info:
+        parse_expr(expr)
+    assert info.value.position == position
+    assert str(info.value).startswith(f"1:{position + 1}: parse error: ")
