@@ -70,7 +70,7 @@ async def run_collector(
             await ensure_partitions(conn, time.time())
         created_password = await accounts.ensure_admin(pool, admin_password)
         await upsert_static(pool, config.targets)
-        head = Head()
+        head = Head(job=config.job, window=config.head_window)
         spool = Spool(config.data_dir / "spool", config.spool_max_bytes)
         writer = SampleWriter(pool, config.job, spool=spool)
         notify = NotifyService(pool, config)  # notify.submit is the rule manager's notify function

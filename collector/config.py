@@ -152,6 +152,13 @@ SETTINGS: tuple[Setting, ...] = (
         "How long the 1-hour rollups are kept.",
     ),
     Setting(
+        "storage.head.window",
+        parse_duration,
+        600.0,
+        "How much of every series the head keeps in memory; queries within it (rules, the "
+        "live view, recent API queries) do not touch the database. About 8 bytes per sample.",
+    ),
+    Setting(
         "storage.spool.max_bytes",
         parse_positive_int,
         1024**3,
@@ -291,6 +298,7 @@ class CollectorConfig:
     retention_rollup_1m: float = 90 * 86400.0
     retention_rollup_1h: float = 730 * 86400.0
     spool_max_bytes: int = 1024**3
+    head_window: float = 600.0
 
 
 def load_config(
@@ -338,4 +346,5 @@ def load_config(
         retention_rollup_1m=v["storage.retention.rollup_1m"],
         retention_rollup_1h=v["storage.retention.rollup_1h"],
         spool_max_bytes=v["storage.spool.max_bytes"],
+        head_window=v["storage.head.window"],
     )

@@ -58,7 +58,7 @@ def create_app(
     app[CONFIG] = config
     app[POOL] = pool
     app[HEAD] = head
-    app[SAMPLES] = StorageReader(pool)
+    app[SAMPLES] = StorageReader(pool, recent=head.recent)
     app[CHARTS] = ChartReader(app[SAMPLES], Retention.of(config))
     app[LIMITER] = auth.LoginLimiter()
     app[TEMPLATES] = jinja2.Environment(
@@ -82,7 +82,7 @@ def create_app(
     app.router.add_get("/api/live", live_socket)
     app.router.add_get("/healthz", healthz)
     servers.setup(app)
-    promapi.setup(app)
+    promapi.setup(app, app[SAMPLES])
     detail.setup(app)
     from vpsmon.web import users  # here, not at the top: it imports render from this module
 

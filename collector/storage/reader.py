@@ -123,13 +123,18 @@ class StorageReader:
     async def _with_recent(
         self, matchers: Sequence[Matcher], start: float, end: float
     ) -> tuple[list[SeriesRef], float | None]:
-        refs = await self.find_series(matchers)
+        """Matching series and the time from which the head answers (None: it does not).
+
+        When the head holds the whole range, the database is not asked at all.
+        """
         split = self._split(start, end)
+        if split is not None and split <= start and self.recent is not None:
+            return self.recent.series_refs(matchers, start, end), start
+        refs = await self.find_series(matchers)
         if split is not None and self.recent is not None:
-            known = {r.id for r in refs}
-            by_labels = {_key(r.labels) for r in refs}
+            known = {_key(r.labels) for r in refs}
             for ref in self.recent.series_refs(matchers, split, end):
-                if ref.id not in known and _key(ref.labels) not in by_labels:
+                if _key(ref.labels) not in known:
                     refs.append(ref)
         return refs, split
 

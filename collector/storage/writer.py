@@ -229,7 +229,7 @@ class SampleWriter:
         for scrape in batch:
             ts = datetime.fromtimestamp(scrape.timestamp, UTC)
             for sample in scrape.samples:
-                labels = _merge(sample.labels, scrape.base)
+                labels = merge_labels(sample.labels, scrape.base)
                 key = series_hash(sample.name, labels)
                 if key not in self._series_ids:
                     keys.append((key, scrape.server_id, sample.name, labels))
@@ -297,7 +297,7 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value else value
 
 
-def _merge(sample_labels: Labels, target_labels: Labels) -> Labels:
+def merge_labels(sample_labels: Labels, target_labels: Labels) -> Labels:
     """Target labels win over scraped ones, as with Prometheus' honor_labels: false.
 
     (Prometheus renames clashing scraped labels to exported_<name>; we do the same.)

@@ -1,0 +1,131 @@
+"""The head's recent window: every series' last minutes in memory, served through the storage
+reader so that recent queries (rules, the live view) do not touch the database."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from vpsmon.collector.head import Head, RecentSamples
+from vpsmon.collector.scrape.loop import ScrapeResult
+from vpsmon.collector.scrape.parse import Sample
+from vpsmon.collector.scrape.target import Target
+from vpsmon.collector.storage.query import STALE_NAN, Matcher, is_stale_marker
+from vpsmon.collector.storage.reader import StorageReader
+from vpsmon.collector.storage.writer import SampleWriter
+
+T0 = 1_767_225_600.0
+
+
+def target(server_id: int = 1, host: str = "10.0.0.1") -> Target:
+    return Target(server_id, host, f"http://{host}:9190/metrics", 15.0, 10.0, {"env": "prod"})
+
+
+def scrape(t: Target, i: int, *extra: Sample) -> ScrapeResult:
+    return ScrapeResult(
+        t,
+        T0 + 15 * i,
+        0.1,
+        [
+            Sample("node_load1", (), float(i)),
+            Sample("pushed", (("env", "dev"),), 1.0),  # clashes with a target label
+            *extra,
+        ],
+    )
+
+
+class NoDatabase:
+    """A pool that fails the test if anything asks the database."""
+
+    def acquire(self) -> object:
+        raise AssertionError("the database was asked")
+
+
+def name_is(name: str) -> list[Matcher]:
+    return [Matcher("__name__", "=", name)]
+
+
+async def test_a_query_inside_the_window_is_answered_without_the_database() -> None:
+    head = Head(job="node", window=300)
+    for i in range(30):
+        await head.append(scrape(target(), i))
+    reader = StorageReader(NoDatabase(), recent=head.recent)  # type: ignore[arg-type]
+    end = T0 + 15 * 29
+    got = await reader.select(name_is("node_load1"), end - 60, end)
+    assert [s.labels for s in got] == [
+        {"__name__": "node_load1", "env": "prod", "instance": "10.0.0.1:9190", "job": "node"}
+    ]
+    assert got[0].timestamps == [end - 60, end - 45, end - 30, end - 15, end]
+    assert got[0].values == [25.0, 26.0, 27.0, 28.0, 29.0]
+    pushed = await reader.series(name_is("pushed"), end - 60, end)
+    assert pushed == [
+        {
+            "__name__": "pushed",
+            "env": "prod",
+            "exported_env": "dev",
+            "instance": "10.0.0.1:9190",
+            "job": "node",
+        }
+    ]
+    assert await reader.label_values("__name__", [Matcher("job", "=", "node")], end - 1, end) == [
+        "node_load1",
+        "pushed",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "up",
+    ]
+    # Older than the window: the database is asked.
+    with pytest.raises(AssertionError, match="database was asked"):
+        await reader.select(name_is("node_load1"), end - 600, end)
+
+
+async def test_a_range_across_the_window_edge_takes_each_sample_once_from_db_and_head(
+    pool: asyncpg.Pool,
+) -> None:
+    server_id = await pool.fetchval(
+        "INSERT INTO servers (name, url) VALUES ('a', 'http://10.0.0.1:9190/metrics') RETURNING id"
+    )
+    t = target(server_id)
+    head = Head(job="node", window=120)
+    writer = SampleWriter(pool, "node")
+    for i in range(20):
+        result = scrape(t, i, Sample("gone", (), STALE_NAN if i == 19 else 1.0))
+        await head.append(result)
+        await writer.append(result)
+    assert await writer.flush()
+    assert head.recent.covered_from() == T0 + 15 * 19 - 120
+    reader = StorageReader(pool, recent=head.recent)
+    got = await reader.select(name_is("node_load1"), T0, T0 + 15 * 19)
+    assert len(got) == 1
+    assert got[0].timestamps == [T0 + 15 * i for i in range(20)]
+    assert got[0].values == [float(i) for i in range(20)]
+    gone = await reader.select(name_is("gone"), T0, T0 + 15 * 19)
+    assert is_stale_marker(gone[0].values[-1]) and gone[0].values[0] == 1.0
+    assert len(await reader.series([Matcher("job", "=", "node")], T0, T0 + 15 * 19)) == 6
+
+
+def test_the_window_is_bounded_and_vanished_series_are_forgotten() -> None:
+    recent = RecentSamples("node", window=60)
+    t = target()
+    recent.add(scrape(t, 0, Sample("container_cpu", (("name", "old"),), 1.0)))
+    for i in range(1, 200):
+        recent.add(scrape(t, i))
+    assert recent.covered_from() == T0 + 15 * 199 - 60
+    assert recent.sample_count <= 5 * 5  # five series, at most five scrapes in 60 s
+    assert recent.series_count == 5  # container_cpu{name="old"} is gone
+    assert recent.series_refs(name_is("container_cpu"), T0, T0 + 15 * 199) == []
+    recent.forget(1)
+    assert recent.series_count == 0
+
+
+async def test_a_backfilled_scrape_joins_the_window_in_order_and_leaves_the_live_state() -> None:
+    head = Head(job="node", window=600)
+    t = target()
+    await head.append(scrape(t, 0))
+    await head.append(scrape(t, 2))
+    await head.append(scrape(t, 1))  # late
+    await head.append(scrape(t, 2))  # again
+    state = head.state(1)
+    assert state is not None and state.last_scrape == T0 + 30
+    ref = head.recent.series_refs(name_is("node_load1"), T0, T0 + 30)[0]
+    assert head.recent.samples(ref, T0, T0 + 30) == ([T0, T0 + 15, T0 + 30], [0.0, 1.0, 2.0])
