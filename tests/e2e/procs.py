@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +57,19 @@ def wait_http(url: str, proc: Proc, timeout: float = 60.0) -> None:
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {timeout}s:\n{proc.output()}")
+
+
+def wait_output(proc: Proc, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+    """Wait for output matching ``pattern`` (a process may print after it serves)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, proc.output())
+        if found:
+            return found
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"process exited early:\n{proc.output()}")
+        time.sleep(0.2)
+    raise AssertionError(f"no output matching {pattern!r} within {timeout}s:\n{proc.output()}")
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.procs import Proc, base_env, wait_http
+from tests.e2e.procs import Proc, base_env, wait_http, wait_output
 from tests.e2e.test_first_slice import login
 
 pytestmark = pytest.mark.e2e
@@ -51,6 +51,8 @@ async def test_up_starts_everything_stops_on_ctrl_c_and_reuses_data(tmp_path: Pa
     first = Proc(args, base_env(), tmp_path / "up1.log")
     try:
         wait_http(f"{base}/healthz", first, timeout=120)
+        # The banner comes once every stage runs, which can be a moment after the site serves.
+        wait_output(first, r"Press Ctrl-C to stop", timeout=60)
         match = re.search(r"user admin, password (\S+)", first.output())
         assert match, first.output()
         password = match.group(1)
@@ -80,6 +82,7 @@ async def test_up_starts_everything_stops_on_ctrl_c_and_reuses_data(tmp_path: Pa
     second = Proc(args, base_env(), tmp_path / "up2.log")
     try:
         wait_http(f"{base}/healthz", second, timeout=120)
+        wait_output(second, r"Press Ctrl-C to stop", timeout=60)
         assert "password" not in second.output(), "the admin password is printed only once"
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             await login(http, base, password)
