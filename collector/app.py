@@ -20,8 +20,9 @@ from vpsmon.collector import accounts
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
 from vpsmon.collector.notify.service import NotifyService
-from vpsmon.collector.scrape.loop import Scraper
-from vpsmon.collector.servers import list_servers, to_targets, upsert_static
+from vpsmon.collector.scrape.backfill import HistoryBackfill
+from vpsmon.collector.scrape.loop import Scraper, ScrapeResult
+from vpsmon.collector.scrape.sources import TargetSources, last_stored
 from vpsmon.collector.storage.db import connect_pool
 from vpsmon.collector.storage.maintenance import Retention, ensure_partitions, run_maintenance
 from vpsmon.collector.storage.migrate import migrate
@@ -29,10 +30,13 @@ from vpsmon.collector.storage.spool import Spool
 from vpsmon.collector.storage.writer import SampleWriter
 from vpsmon.web.app import create_app
 from vpsmon.web.keys import WRITER
+from vpsmon.web.targets import TARGET_STATUS
 
 log = logging.getLogger("vpsmon.collector")
 
 TARGET_REFRESH_SECONDS = 5.0
+# Scrapes queued in the writer above which backfill waits.
+BACKFILL_PENDING_LIMIT = 2_000
 
 
 @dataclass(frozen=True)
@@ -69,29 +73,28 @@ async def run_collector(
         async with pool.acquire() as conn:  # this hour's partition before the first write
             await ensure_partitions(conn, time.time())
         created_password = await accounts.ensure_admin(pool, admin_password)
-        await upsert_static(pool, config.targets)
         head = Head(job=config.job, window=config.head_window)
         spool = Spool(config.data_dir / "spool", config.spool_max_bytes)
         writer = SampleWriter(pool, config.job, spool=spool)
         notify = NotifyService(pool, config)  # notify.submit is the rule manager's notify function
+        sources = TargetSources(config)
+        scraper = _scraper(config, pool, head, writer)
+        scraper.sources = sources.status
+        # Static and file targets get their server records before the first page is served.
+        initial = await sources.targets(pool)
         app = create_app(config, pool, head, notify=notify)
         app[WRITER] = writer
+        app[TARGET_STATUS] = scraper
         runner = await serve_site(app, config.listen.host, config.listen.port)
         try:
-            async with (
-                notify.running(head),
-                Scraper(
-                    [head.append, writer.append],
-                    body_size_limit=config.body_size_limit,
-                    sample_limit=config.sample_limit,
-                ) as scraper,
-            ):
+            async with notify.running(head), scraper:
+                await scraper.sync(initial)
                 tasks = [
                     asyncio.create_task(writer.run(), name="writer"),
                     asyncio.create_task(
                         run_maintenance(pool, Retention.of(config)), name="storage maintenance"
                     ),
-                    asyncio.create_task(_refresh_targets(pool, scraper, config), name="targets"),
+                    asyncio.create_task(_refresh_targets(pool, scraper, sources), name="targets"),
                 ]
                 host = config.listen.host
                 shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
@@ -115,11 +118,40 @@ async def run_collector(
         await pool.close()
 
 
-async def _refresh_targets(pool: asyncpg.Pool, scraper: Scraper, config: CollectorConfig) -> None:
+def _scraper(
+    config: CollectorConfig, pool: asyncpg.Pool, head: Head, writer: SampleWriter
+) -> Scraper:
+    async def store_backfilled(result: ScrapeResult) -> None:
+        await writer.append(result)
+
+    async def let_writer_drain() -> None:
+        # Backfill must not outrun the writer: a restart of a big fleet would queue hours.
+        while writer.pending > BACKFILL_PENDING_LIMIT:  # noqa: ASYNC110 (polls a counter)
+            await asyncio.sleep(0.5)
+
+    backfill = HistoryBackfill(
+        store_backfilled,
+        lambda server_id: last_stored(pool, server_id),
+        max_gap=config.backfill_max,
+        body_size_limit=config.body_size_limit,
+        pause=let_writer_drain,
+    )
+    return Scraper(
+        [head.append, writer.append],
+        # Backfilled samples and end markers go to the head window too: queries inside the
+        # window read only the head.
+        on_store=[head.append, writer.append],
+        body_size_limit=config.body_size_limit,
+        sample_limit=config.sample_limit,
+        backfill=backfill if config.backfill else None,
+        job=config.job,
+    )
+
+
+async def _refresh_targets(pool: asyncpg.Pool, scraper: Scraper, sources: TargetSources) -> None:
     while True:
+        await asyncio.sleep(TARGET_REFRESH_SECONDS)
         try:
-            servers = await list_servers(pool)
-            await scraper.sync(to_targets(servers, config.scrape_interval, config.scrape_timeout))
+            await scraper.sync(await sources.targets(pool))
         except Exception as err:  # database away: keep scraping the targets we know
             log.warning("cannot refresh targets error=%s", err)
-        await asyncio.sleep(TARGET_REFRESH_SECONDS)

@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vpsmon.collector.scrape.targetconfig import (
+    StaticTarget,
+    TargetFiles,
+    parse_target_files,
+    parse_targets,
+)
 from vpsmon.config import (
     ConfigError,
     HostPort,
@@ -23,6 +29,8 @@ from vpsmon.config import (
     parse_positive_int,
     parse_str,
 )
+
+__all__ = ["CollectorConfig", "StaticTarget", "TargetFiles", "load_config", "SETTINGS"]
 
 ENV_PREFIX = "VPSMON_"
 
@@ -40,40 +48,6 @@ def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("vpsmon"))
-
-
-@dataclass(frozen=True)
-class StaticTarget:
-    name: str
-    url: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-def parse_targets(value: Any) -> tuple[StaticTarget, ...]:
-    """A list of {name, url, labels} mappings: targets scraped besides the database's servers."""
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise ValueError("expected a list of targets, each with name and url")
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, Mapping):
-            raise ValueError(f"[{i}]: expected a mapping with name and url")
-        unknown = set(item) - {"name", "url", "labels"}
-        if unknown:
-            raise ValueError(f"[{i}]: unknown key {sorted(unknown)[0]!r}")
-        if "url" not in item:
-            raise ValueError(f"[{i}]: url is required")
-        url = parse_str(item["url"])
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"[{i}].url: expected an http:// or https:// URL, got {url!r}")
-        labels = item.get("labels") or {}
-        if not isinstance(labels, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
-            raise ValueError(f"[{i}].labels: expected a mapping of strings to strings")
-        out.append(StaticTarget(parse_str(item.get("name", url)), url, dict(labels)))
-    return tuple(out)
 
 
 def parse_str_list(value: Any) -> tuple[str, ...]:
@@ -127,10 +101,33 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("scrape.job", parse_str, "vpsmon", "The job label given to scraped series."),
     Setting(
+        "scrape.backfill",
+        parse_bool,
+        True,
+        "After a gap (collector restarted, target unreachable), read the missed samples from"
+        " each vpsmon exporter's /history and store them.",
+    ),
+    Setting(
+        "scrape.backfill_max",
+        parse_duration,
+        3600.0,
+        "Longest gap that is backfilled (the exporter keeps history.retention, 1h by default).",
+    ),
+    Setting(
         "targets",
         parse_targets,
         (),
-        "Static targets: a list of {name, url, labels}.",
+        "Static targets: a list of {name, url, labels, interval, timeout, tls, bearer_token,"
+        " bearer_token_file}; see docs/configuration.md#targets.",
+        from_env=False,
+    ),
+    Setting(
+        "target_files",
+        parse_target_files,
+        (),
+        "Target files in Prometheus file_sd format (YAML or JSON), re-read on change: a list"
+        " of {files, scheme, metrics_path, interval, timeout, labels, tls, bearer_token,"
+        " bearer_token_file}; see docs/configuration.md#target-files.",
         from_env=False,
     ),
     Setting(
@@ -299,6 +296,9 @@ class CollectorConfig:
     retention_rollup_1h: float = 730 * 86400.0
     spool_max_bytes: int = 1024**3
     head_window: float = 600.0
+    target_files: tuple[TargetFiles, ...] = ()
+    backfill: bool = True
+    backfill_max: float = 3600.0
 
 
 def load_config(
@@ -347,4 +347,7 @@ def load_config(
         retention_rollup_1h=v["storage.retention.rollup_1h"],
         spool_max_bytes=v["storage.spool.max_bytes"],
         head_window=v["storage.head.window"],
+        target_files=v["target_files"],
+        backfill=v["scrape.backfill"],
+        backfill_max=v["scrape.backfill_max"],
     )

@@ -260,6 +260,8 @@ class Head:
 
     async def append(self, result: ScrapeResult) -> None:
         self.recent.add(result)
+        if result.kind != "scrape":
+            return  # backfilled samples or a removed target's stale markers: not its state now
         sid = result.target.server_id
         state = self._servers.get(sid) or ServerState(sid)
         self._servers[sid] = state

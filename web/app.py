@@ -27,7 +27,7 @@ from vpsmon.collector.storage.chart import ChartReader
 from vpsmon.collector.storage.maintenance import Retention
 from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.traffic import TrafficAccountant
-from vpsmon.web import access, auth, detail, promapi, servers, status
+from vpsmon.web import access, auth, detail, promapi, servers, status, targets
 from vpsmon.web import notify as notify_web
 from vpsmon.web import storage as storage_web
 from vpsmon.web.dashboard import visible_ids
@@ -80,6 +80,7 @@ def create_app(
     app.router.add_post("/lang", set_language)
     app.router.add_get("/api/servers", api_servers)
     app.router.add_get("/api/live", live_socket)
+    targets.setup(app)
     app.router.add_get("/healthz", healthz)
     servers.setup(app)
     promapi.setup(app, app[SAMPLES])

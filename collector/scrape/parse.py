@@ -36,3 +36,17 @@ def parse_exposition(text: str, sample_limit: int) -> list[Sample]:
     except (ValueError, TypeError, IndexError, KeyError) as err:
         raise ParseError(f"invalid exposition: {err}") from None
     return samples
+
+
+def parse_timestamped(text: str) -> list[tuple[Sample, float | None]]:
+    """Samples with their timestamps (seconds), for /history bodies; no sample limit (the
+    body size limit bounds them)."""
+    out: list[tuple[Sample, float | None]] = []
+    try:
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                ts = float(s.timestamp) if s.timestamp is not None else None
+                out.append((Sample(s.name, tuple(sorted(s.labels.items())), float(s.value)), ts))
+    except (ValueError, TypeError, IndexError, KeyError) as err:
+        raise ParseError(f"invalid exposition: {err}") from None
+    return out

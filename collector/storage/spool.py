@@ -46,6 +46,9 @@ class StoredScrape:
     error: str | None
     base: Labels  # the target's labels (job, instance, …), merged into every series
     samples: tuple[Sample, ...]  # including the synthetic up, scrape_duration_seconds, …
+    # False for what is stored but is not a scrape (backfilled samples, a removed target's
+    # stale markers): it must not change the server's last_seen_at/last_error.
+    status: bool = True
 
 
 def encode(scrape: StoredScrape) -> bytes:
@@ -61,6 +64,8 @@ def encode(scrape: StoredScrape) -> bytes:
         "l": [s.labels for s in scrape.samples],
         "v": base64.b64encode(values).decode(),
     }
+    if not scrape.status:
+        doc["k"] = 0  # only when set: spools written before this field read as scrapes
     return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
 
 
@@ -73,7 +78,7 @@ def decode(payload: bytes) -> StoredScrape:
         for name, labels, value in zip(doc["n"], doc["l"], values, strict=True)
     )
     base = tuple((k, v) for k, v in doc["b"])
-    return StoredScrape(doc["s"], doc["u"], doc["t"], doc["e"], base, samples)
+    return StoredScrape(doc["s"], doc["u"], doc["t"], doc["e"], base, samples, doc.get("k", 1) == 1)
 
 
 class Spool:

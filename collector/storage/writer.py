@@ -97,6 +97,7 @@ class SampleWriter:
                 result.error,
                 result.target.target_labels(self._job),
                 tuple(result.with_synthetic()),
+                result.kind == "scrape",
             )
         )
 
@@ -280,7 +281,8 @@ class SampleWriter:
     async def _update_servers(self, conn: asyncpg.Connection, batch: list[StoredScrape]) -> None:
         latest: dict[int, StoredScrape] = {}
         for scrape in batch:
-            latest[scrape.server_id] = scrape
+            if scrape.status:  # backfilled samples and end markers say nothing of the target now
+                latest[scrape.server_id] = scrape
         await conn.executemany(
             "UPDATE servers SET last_error = $2,"
             " last_seen_at = CASE WHEN $2::text IS NULL THEN $3 ELSE last_seen_at END"

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from vpsmon.collector.config import SETTINGS, StaticTarget, load_config
+from vpsmon.collector.config import SETTINGS, StaticTarget, TargetFiles, load_config
+from vpsmon.collector.scrape.target import TLSSettings
+from vpsmon.collector.scrape.targetconfig import TargetOptions
 from vpsmon.config import ConfigError, HostPort, parse_duration, parse_hostport
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -46,12 +48,41 @@ def test_the_good_config_file_sets_every_value() -> None:
     assert config.body_size_limit == 1024 * 1024
     assert config.sample_limit == 5000
     assert config.job == "node"
+    assert config.backfill is False
+    assert config.backfill_max == 1800.0
+    pin = "sha256:" + "abcdef0123456789" * 4
     assert config.targets == (
         StaticTarget("web-1", "http://10.0.0.5:9190/metrics", {"env": "prod"}),
         StaticTarget(
-            "https://[2001:db8::7]:9190/metrics", "https://[2001:db8::7]:9190/metrics", {}
+            "https://[2001:db8::7]:9190/metrics",
+            "https://[2001:db8::7]:9190/metrics",
+            {},
+            TargetOptions(30.0, 5.0, {}, TLSSettings(fingerprint=pin), "s3cret"),
+        ),
+        StaticTarget(
+            "db-1",
+            "https://db-1.example:9100/metrics",
+            {},
+            TargetOptions(
+                tls=TLSSettings(ca_file=Path("/etc/vpsmon/ca.pem"), server_name="db-1.internal"),
+                bearer_token_file=Path("/etc/vpsmon/db-1.token"),
+            ),
         ),
     )
+    assert config.target_files == (
+        TargetFiles(
+            ("/etc/vpsmon/targets/*.yml", "/etc/vpsmon/more.json"),
+            "https",
+            "/probe/metrics",
+            TargetOptions(
+                interval=60.0,
+                labels={"team": "ops"},
+                tls=TLSSettings(insecure_skip_verify=True),
+            ),
+        ),
+    )
+    # the token never shows in a repr (logs, tracebacks)
+    assert "s3cret" not in repr(config)
     assert config.session_ttl == 12 * 3600.0
     assert config.reauth_ttl == 600.0
     assert config.log_level == "debug"
@@ -81,7 +112,7 @@ def test_the_good_config_file_touches_every_setting_in_the_table() -> None:
 
     document = yaml.safe_load((FIXTURES / "collector.good.yml").read_text(encoding="utf-8"))
     keys = set(flatten(document))
-    # targets is a list leaf; everything else is a dotted key
+    # targets and target_files are list leaves; everything else is a dotted key
     assert keys == {s.name for s in SETTINGS}
 
 
