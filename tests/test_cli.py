@@ -26,6 +26,7 @@ COMMANDS = [
     ["user", "role"],
     ["user", "disable"],
     ["user", "enable"],
+    ["user", "reset-totp"],
     ["token"],
     ["token", "create"],
     ["token", "list"],

@@ -275,6 +275,30 @@ def user_role(name: str, role: str, config_path: Path | None, data_dir: Path | N
     _run(config_path, data_dir, work)
 
 
+@user.command("reset-totp")
+@click.argument("name")
+@config_option("collector.yml")
+@data_dir_option("Data directory of the embedded database (when no database URL is set).")
+def user_reset_totp(name: str, config_path: Path | None, data_dir: Path | None) -> None:
+    """Turn off a user's two-factor authentication (a lost phone); they may enrol again.
+
+    \b
+    Example:
+      vpsmon user reset-totp admin
+    """
+    from vpsmon.collector import accounts, audit
+
+    async def work(pool: Any) -> None:
+        found = await accounts.find_user(pool, name)
+        await accounts.disable_totp(pool, found.id)
+        await audit.record(
+            pool, "totp.disable", username=_who(), detail={"user": name, "via": "cli"}
+        )
+        click.echo(f"two-factor authentication of {name} is off")
+
+    _run(config_path, data_dir, work)
+
+
 def _set_disabled_command(disabled: bool) -> Callable[..., None]:
     verb = "disable" if disabled else "enable"
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,9 +73,6 @@ def create_app(
     app[HUB] = hub = LiveHub(lambda sid: _traffic_json(traffic, sid))
     head.subscribe(hub.publish)
     app.router.add_get("/", overview)
-    app.router.add_get("/login", login_page)
-    app.router.add_post("/login", login_submit)
-    app.router.add_post("/logout", logout)
     app.router.add_post("/lang", set_language)
     app.router.add_get("/api/servers", api_servers)
     app.router.add_get("/api/live", live_socket)
@@ -169,6 +165,7 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
             languages=LANGUAGES,
             version=__version__,
             user=session.user if session else None,
+            request_path=request.path,
             csrf_token=session.csrf_token if session else "",
             static=lambda path: request.app.router["static"].url_for(filename=path),
             messages_json=json.dumps(texts),
@@ -187,86 +184,6 @@ async def overview(request: web.Request) -> web.Response:
         servers=await _server_rows(request),
         can_edit=session.user.role == "admin",
     )
-
-
-async def login_page(
-    request: web.Request, error: str | None = None, status: int = 200
-) -> web.Response:
-    if auth.current_session(request) is not None:
-        raise web.HTTPFound("/")
-    # Double-submit token: the form field must match a cookie only our page could have set.
-    token = secrets.token_urlsafe(24)
-    response = render(request, "login.html", status=status, login_csrf=token, error=error)
-    response.set_cookie(
-        auth.LOGIN_CSRF_COOKIE,
-        token,
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-        path="/login",
-    )
-    return response
-
-
-async def login_submit(request: web.Request) -> web.Response:
-    form = await request.post()
-    t = messages()[_language(request)]
-    cookie = request.cookies.get(auth.LOGIN_CSRF_COOKIE, "")
-    field = str(form.get("csrf_token", ""))
-    if not cookie or not secrets.compare_digest(cookie, field):
-        return await login_page(request, t["login.expired"], 403)
-    username = str(form.get("username", ""))[:64]
-    password = str(form.get("password", ""))[:1024]
-    limiter = request.app[LIMITER]
-    pool = request.app[POOL]
-    address = access.client_address(request)
-    now = auth.now()
-    trusted = await accounts.is_trusted_device(
-        pool, request.cookies.get(auth.DEVICE_COOKIE), username
-    )
-    if limiter.blocked(address, username, now, trusted_device=trusted):
-        return await login_page(request, t["login.limited"], 429)
-    user = await accounts.authenticate(pool, username, password)
-    if user is None:
-        limiter.failed(address, username, now)
-        await access.audit(request, "login.failure", username=username, success=False)
-        return await login_page(request, t["login.failed"], 401)
-    limiter.succeeded(address, username)
-    await access.audit(request, "login.success", user=user)
-    ttl = request.app[CONFIG].session_ttl
-    token, _ = await accounts.create_session(pool, user, ttl, address=address)
-    response = web.HTTPFound("/")
-    response.set_cookie(
-        auth.SESSION_COOKIE,
-        token,
-        httponly=True,
-        samesite="Lax",
-        secure=request.secure,
-        max_age=int(ttl),
-        path="/",
-    )
-    if not trusted:
-        response.set_cookie(
-            auth.DEVICE_COOKIE,
-            await accounts.trust_device(pool, user.id),
-            httponly=True,
-            samesite="Strict",
-            secure=request.secure,
-            max_age=accounts.DEVICE_TTL_SECONDS,
-            path="/login",
-        )
-    response.del_cookie(auth.LOGIN_CSRF_COOKIE, path="/login")
-    raise response
-
-
-async def logout(request: web.Request) -> web.Response:
-    auth.require_session(request)
-    token = request.cookies.get(auth.SESSION_COOKIE)
-    if token:
-        await accounts.delete_session(request.app[POOL], token)
-    response = web.HTTPFound("/login")
-    response.del_cookie(auth.SESSION_COOKIE, path="/")
-    raise response
 
 
 async def set_language(request: web.Request) -> web.Response:

@@ -100,7 +100,7 @@ async def fleet(pool: asyncpg.Pool) -> AsyncIterator[Fleet]:
     )
     await grants.grant_server(pool, viewer.id, granted)
     head = Head()
-    config = load_config(None, env={"VPSMON_WEB_REAUTH_TTL": "2s"})
+    config = load_config(None, env={"VPSMON_WEB_REAUTH_TTL": "10m"})
     app = create_app(config, pool, head)
     app.router.add_get("/api/test/servers/{id}", _server_probe)
     app.router.add_post("/api/test/change", _operator_change)
@@ -112,6 +112,15 @@ async def fleet(pool: asyncpg.Pool) -> AsyncIterator[Fleet]:
         yield Fleet(pool, head, app, server, granted, hidden, viewer)
     finally:
         await server.close()
+
+
+async def age_step_up(fleet: Fleet, username: str) -> None:
+    """As if the user's last password entry were longer ago than web.reauth_ttl (10m)."""
+    await fleet.pool.execute(
+        "UPDATE sessions SET authenticated_at = now() - interval '11 minutes'"
+        " WHERE user_id = (SELECT id FROM users WHERE username = $1)",
+        username,
+    )
 
 
 def scrape(server_id: int, load: float) -> ScrapeResult:
@@ -252,7 +261,7 @@ async def test_sensitive_actions_need_a_recent_password_and_are_audited(fleet: F
         headers = {"X-CSRF-Token": csrf}
         resp = await client.post("/api/test/sensitive", headers=headers)
         assert resp.status == 200, "a fresh login counts as a recent password"
-        await asyncio.sleep(2.2)  # VPSMON_WEB_REAUTH_TTL=2s
+        await age_step_up(fleet, "olga")
         resp = await client.post("/api/test/sensitive", headers=headers)
         assert resp.status == 401
         assert await resp.json() == {"error": "re-authentication required", "reauth": "/reauth"}
