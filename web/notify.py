@@ -3,8 +3,9 @@ the notification log.
 
 Who may do what (docs/notifications.md, "Security"): admins manage channels (each one is an
 outbound request target: SSRF), the routing tree and subscriptions; operators and admins
-create and expire silences, send tests and post alerts; every signed-in user reads alerts,
-silences and the log. Secrets in channel settings are never sent back to the browser.
+create and expire silences, send tests, post alerts and read the log; every signed-in user
+reads the alerts of the servers they may see, and the silences. Secrets in channel settings
+are never sent back to the browser.
 
 Pages: /notify/alerts, /notify/channels (+ /new, /{id}/edit, /{id}/test, /{id}/delete),
 /notify/routing, /notify/silences (+ /{id}/expire), /notify/log.
@@ -150,23 +151,37 @@ async def _history(pool: asyncpg.Pool, limit: int = 200) -> list[dict[str, Any]]
     ]
 
 
+async def _visible_alerts(request: web.Request) -> list[dict[str, Any]]:
+    """Current alerts, only those about servers the user may see (per-server access)."""
+    visible = await access.request_visible_ids(request)
+    dispatcher = _service(request).dispatcher
+    return [
+        a
+        for a in dispatcher.alert_states(_now(request))
+        if dispatcher.visible_to(visible, a["labels"])
+    ]
+
+
 async def alerts_page(request: web.Request) -> web.Response:
     user = access.require_user(request)
-    now = _now(request)
-    current = _service(request).dispatcher.alert_states(now)
+    visible = await access.request_visible_ids(request)
+    dispatcher = _service(request).dispatcher
+    history = [
+        h for h in await _history(_pool(request)) if dispatcher.visible_to(visible, h["labels"])
+    ]
     return _render(
         request,
         "notify_alerts.html",
         tab="alerts",
-        alerts=current,
-        history=await _history(_pool(request)),
+        alerts=await _visible_alerts(request),
+        history=history,
         can_silence=role_allows(user.role, "operator"),
     )
 
 
 async def api_alerts(request: web.Request) -> web.Response:
     access.require_user(request)
-    return web.json_response(_service(request).dispatcher.alert_states(_now(request)))
+    return web.json_response(await _visible_alerts(request))
 
 
 async def api_post_alerts(request: web.Request) -> web.Response:
@@ -657,7 +672,8 @@ async def _attempt_rows(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, 
 
 
 async def log_page(request: web.Request) -> web.Response:
-    access.require_user(request)
+    # The log shows every server's notifications: operators and admins only.
+    access.require_role(request, "operator")
     pool = _pool(request)
     return _render(
         request,
@@ -669,7 +685,7 @@ async def log_page(request: web.Request) -> web.Response:
 
 
 async def api_log(request: web.Request) -> web.Response:
-    access.require_user(request)
+    access.require_role(request, "operator")
     pool = _pool(request)
     return web.json_response(
         {"outbox": await _log_rows(pool), "attempts": await _attempt_rows(pool)}

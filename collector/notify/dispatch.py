@@ -29,9 +29,12 @@ from typing import Any
 
 import asyncpg
 
+from vpsmon.collector.access import visible_server_ids
+from vpsmon.collector.accounts import User
 from vpsmon.collector.notify import store
 from vpsmon.collector.notify.alerts import Alert, AlertError, parse_alert
 from vpsmon.collector.notify.api import PostableAlert
+from vpsmon.collector.notify.builtin import instance_of
 from vpsmon.collector.notify.routing import (
     ALL_CHANNELS,
     Route,
@@ -124,6 +127,9 @@ class Dispatcher:
         self.channels: list[Channel] = []
         self.silences: list[Silence] = []
         self.subscription_routes: list[Route] = []
+        # Tenant isolation: a subscription only gets alerts of servers its user may see.
+        self.subscription_visible: dict[str, frozenset[int] | None] = {}
+        self.instance_servers: dict[str, int] = {}
         self.counters = Counters()
         self._forwarded: dict[int, tuple[float, frozenset[tuple[str, bool]]]] = {}
         self._lock = asyncio.Lock()
@@ -140,6 +146,17 @@ class Dispatcher:
             log.error("stored routing is invalid, keeping the previous one error=%s", err)
         self.silences = await store.list_silences(self.pool, since=self.clock())
         root = self.routing.route
+        subscriptions = await store.list_subscriptions(self.pool)
+        self.subscription_visible = {
+            f"sub{sub.id}": await visible_server_ids(
+                self.pool, User(sub.user_id, sub.username, "viewer")
+            )
+            for sub in subscriptions
+        }
+        self.instance_servers = {
+            instance_of(r["url"]): r["id"]
+            for r in await self.pool.fetch("SELECT id, url FROM servers")
+        }
         self.subscription_routes = [
             Route(
                 receiver=sub.channel_name,
@@ -151,7 +168,7 @@ class Dispatcher:
                 repeat_interval=root.repeat_interval,
                 path=f"sub{sub.id}",
             )
-            for sub in await store.list_subscriptions(self.pool)
+            for sub in subscriptions
         ]
 
     async def start(self) -> None:
@@ -193,9 +210,28 @@ class Dispatcher:
             for alert in accepted:
                 self._insert(alert, now)
 
+    def server_of(self, labels: Mapping[str, str]) -> int | None:
+        """The server an alert is about: its server_id label, else its instance's server."""
+        sid = labels.get("server_id", "")
+        if sid.isdigit():
+            return int(sid)
+        return self.instance_servers.get(labels.get("instance", ""))
+
+    def visible_to(self, visible: frozenset[int] | None, labels: Mapping[str, str]) -> bool:
+        """Whether a user with `visible` servers (None: all) may see this alert; an alert about
+        no known server is for users who see every server."""
+        if visible is None:
+            return True
+        server = self.server_of(labels)
+        return server is not None and server in visible
+
     def routes_for(self, labels: Mapping[str, str]) -> list[Route]:
         routes = self.routing.route.match(labels)
-        routes += [r for r in self.subscription_routes if r.match(labels)]
+        routes += [
+            r
+            for r in self.subscription_routes
+            if r.match(labels) and self.visible_to(self.subscription_visible.get(r.path), labels)
+        ]
         return routes
 
     def _insert(self, alert: Alert, now: float) -> None:

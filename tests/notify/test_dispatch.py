@@ -255,3 +255,41 @@ async def test_channel_without_send_resolved_gets_no_resolved_message(
         await dispatcher.submit([alert("HighLoad", ends=clock.now + 600)])
         await step(dispatcher, worker, clock, 300)
         assert [r.body["status"] for r in hook.requests] == ["firing", "firing"]
+
+
+async def test_a_subscription_delivers_only_alerts_of_servers_its_user_may_see(
+    pool: asyncpg.Pool, dispatcher: Dispatcher, worker: OutboxWorker, clock: FakeClock
+) -> None:
+    from vpsmon.collector import access, accounts
+
+    mine = await pool.fetchval(
+        "INSERT INTO servers (name, url) VALUES ('mine', 'http://10.0.0.1:9190/metrics')"
+        " RETURNING id"
+    )
+    await pool.execute(
+        "INSERT INTO servers (name, url) VALUES ('theirs', 'http://10.0.0.2:9190/metrics')"
+    )
+    user = await accounts.create_user(pool, "tenant", "tenant-password-1", "viewer")
+    user_id = user.id
+    await access.grant_server(pool, user_id, mine)
+    async with Receiver() as hook:
+        channel_id = await add_channel(
+            pool, "tenant-hook", "webhook", {"url": hook.url}, catch_all=False
+        )
+        await store.add_subscription(pool, user_id, channel_id, parse_matchers('severity="page"'))
+        await dispatcher.refresh()
+        await dispatcher.submit(
+            [
+                alert("Down", "10.0.0.1:9190", severity="page"),
+                alert("Down", "10.0.0.2:9190", severity="page"),
+                alert("Orphan", "elsewhere:9100", severity="page"),
+                alert("Quiet", "10.0.0.1:9190", severity="info"),
+            ]
+        )
+        await step(dispatcher, worker, clock, 30)
+        got = [
+            (a["labels"]["alertname"], a["labels"]["instance"])
+            for r in hook.requests
+            for a in r.body["alerts"]
+        ]
+        assert got == [("Down", "10.0.0.1:9190")]

@@ -16,6 +16,7 @@ from vpsmon.collector import accounts
 from vpsmon.collector.config import load_config
 from vpsmon.collector.head import Head
 from vpsmon.web.app import create_app
+from vpsmon.web.notify import NOTIFY
 
 
 async def _server(pool: asyncpg.Pool, env: dict[str, str]) -> TestServer:
@@ -200,3 +201,42 @@ async def test_channels_to_private_addresses_are_refused_by_default(pool: asyncp
                 assert hook.requests == []
         finally:
             await client.close()
+
+
+async def test_a_viewer_sees_only_alerts_of_granted_servers_and_not_the_log(
+    pool: asyncpg.Pool, site: TestServer
+) -> None:
+    from vpsmon.collector import access as grants
+
+    mine = await pool.fetchval(
+        "INSERT INTO servers (name, url) VALUES ('mine', 'http://10.0.0.1:9190/metrics')"
+        " RETURNING id"
+    )
+    await pool.execute(
+        "INSERT INTO servers (name, url) VALUES ('theirs', 'http://10.0.0.2:9190/metrics')"
+    )
+    watcher = await pool.fetchval("SELECT id FROM users WHERE username = 'watcher'")
+    await grants.grant_server(pool, watcher, mine)
+    # The dispatcher learns servers on its periodic refresh; do it now rather than wait 15 s.
+    await site.app[NOTIFY].dispatcher.refresh()
+    client, oper = await as_user(site, "oper")
+    try:
+        status, _ = await oper.api(
+            "POST",
+            "/api/notify/alerts",
+            [
+                {"labels": {"alertname": "Down", "instance": "10.0.0.1:9190"}},
+                {"labels": {"alertname": "Down", "instance": "10.0.0.2:9190"}},
+                {"labels": {"alertname": "Secret", "server_id": "999999"}},
+            ],
+        )
+        assert status == 200
+        client.session.cookie_jar.clear()
+        viewer = await login(client, "watcher")
+        _, alerts = await viewer.api("GET", "/api/notify/alerts")
+        assert [a["labels"]["instance"] for a in alerts] == ["10.0.0.1:9190"]
+        page = await (await client.get("/notify/alerts")).text()
+        assert "10.0.0.1:9190" in page and "10.0.0.2:9190" not in page and "Secret" not in page
+        assert (await client.get("/notify/log")).status == 403
+    finally:
+        await client.close()
