@@ -17,6 +17,7 @@ from vpsmon.collector import accounts
 from vpsmon.collector.config import load_config
 from vpsmon.collector.head import Head
 from vpsmon.web.app import create_app
+from vpsmon.web.notify import NOTIFY
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "browser-password-1"
@@ -63,6 +64,9 @@ async def test_admin_adds_a_webhook_channel_and_send_test_delivers_it(
             )
             await page.click("button[value=preview]")
             assert await page.inner_text(".preview-title") == "FIRING: 2 alert(s)"
+            await page.screenshot(
+                path=str(artifacts_dir / "notify-channel-form.png"), full_page=True
+            )
             await page.click("button[value=save]")
             await page.wait_for_url(base + "/notify/channels")
             row = page.locator("tr[data-channel=ops-webhook]")
@@ -73,6 +77,38 @@ async def test_admin_adds_a_webhook_channel_and_send_test_delivers_it(
             assert len(hook.requests) == 1 and hook.requests[0].path == "/alerts"
             assert hook.requests[0].body["alerts"][0]["labels"]["alertname"] == "VpsmonTest"
             await page.screenshot(path=str(artifacts_dir / "notify-channels.png"), full_page=True)
+
+            # Alerts from the notify function show up with their state and a silence shortcut.
+            await server.app[NOTIFY].submit(
+                [
+                    {
+                        "labels": {
+                            "alertname": "HighLoad",
+                            "instance": "web-1:9190",
+                            "severity": "warning",
+                        },
+                        "annotations": {"summary": "Load above 4 for 5 minutes"},
+                    },
+                    {
+                        "labels": {
+                            "alertname": "ServerDown",
+                            "instance": "db-1:9190",
+                            "severity": "critical",
+                        },
+                        "annotations": {"summary": "Server db-1 is offline"},
+                    },
+                ]
+            )
+            await page.goto(base + "/notify/alerts")
+            assert await page.locator("table.notify-table").first.locator("tbody tr").count() == 2
+            await page.locator("tr:has-text('HighLoad') >> a.button").first.click()
+            assert "HighLoad" in await page.input_value("input[name=matchers]")
+            await page.fill("input[name=comment]", "deploying")
+            await page.click("text=Create silence")
+            await page.wait_for_url(base + "/notify/silences")
+            await page.goto(base + "/notify/alerts")
+            assert "silenced" in await page.locator("tr:has-text('HighLoad')").first.inner_text()
+            await page.screenshot(path=str(artifacts_dir / "notify-alerts.png"), full_page=True)
 
             await page.click("button[value=zh-CN]")
             await page.goto(base + "/notify/channels")
