@@ -57,7 +57,7 @@ from vpsmon.collector.promql.nodes import (
     VectorSel,
 )
 from vpsmon.collector.promql.parse import parse_expr
-from vpsmon.collector.promql.regex import go_to_python
+from vpsmon.collector.promql.regex import RegexError, compile_anchored
 from vpsmon.collector.promql.values import (
     Matrix,
     Sample,
@@ -621,14 +621,14 @@ class _Evaluator:
         vec = await self.eval(node.args[0])
         dst, repl, src, regex = [await self.eval(a) for a in node.args[1:5]]
         try:
-            pattern = re.compile(f"(?:{go_to_python(regex)})", re.DOTALL)
-        except (re.error, ValueError):
+            pattern = compile_anchored(regex)
+        except RegexError:
             raise PromQLError(f"invalid regular expression in label_replace(): {regex}") from None
         if not lbl.valid_label_name(dst):
             raise PromQLError(f"invalid destination label name in label_replace(): {dst}")
         out = []
         for labels, vals in vec:
-            match = pattern.fullmatch(lbl.get(labels, src))
+            match = pattern.search(lbl.get(labels, src))
             if match is not None:
                 labels = lbl.with_label(labels, dst, _expand(repl, match))
             out.append((labels, vals))
@@ -1212,7 +1212,7 @@ def _absent_labels(node: Node) -> Labels:
 _GROUP_REF = re.compile(r"\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+)")
 
 
-def _expand(template: str, match: re.Match[str]) -> str:
+def _expand(template: str, match: Any) -> str:
     """Go's regexp.Expand: $1, ${1}, $name, ${name}; $$ is a dollar; a bad $ stays literal."""
     out: list[str] = []
     i = 0

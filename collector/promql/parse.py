@@ -31,7 +31,6 @@ from vpsmon.collector.promql.nodes import (
     ValueType,
     VectorSel,
 )
-from vpsmon.collector.promql.regex import go_to_python
 from vpsmon.collector.storage.query import Matcher, MatchOp
 
 MAX_QUERY_LENGTH = 64 * 1024
@@ -172,13 +171,10 @@ class _Converter:
             raise self.fail("'or' inside label matchers is not supported")
         for m in e.matchers.matchers:
             op = _MATCH_OPS[str(m.op).rsplit(".", 1)[-1]]
-            value = m.value
             try:
-                if op in ("=~", "!~"):
-                    value = go_to_python(value)
-                matchers.append(Matcher(m.name, op, value))
+                matchers.append(Matcher(m.name, op, m.value))
             except ValueError as exc:
-                raise parse_error(f"invalid regular expression {m.value!r}: {exc}") from None
+                raise parse_error(str(exc)) from None
         return VectorSel(tuple(matchers), _millis(e.offset), self._at(e))
 
     def _MatrixSelector(self, e: pp.MatrixSelector) -> Node:

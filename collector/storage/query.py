@@ -4,9 +4,9 @@ This module is the contract between the storage and everything that reads it. Re
 on `SampleSource` and these value types only, never on table layouts, so the storage can
 change how it keeps samples (raw partitions, compressed chunks, rollups, TimescaleDB) freely.
 
-Label matching follows Prometheus: ``=``, ``!=``, ``=~``, ``!~``; regular expressions are
-fully anchored, and a label that is absent matches as the empty string
-(https://prometheus.io/docs/prometheus/latest/querying/basics/#instant-vector-selectors).
+Label matching follows Prometheus: ``=``, ``!=``, ``=~``, ``!~``; regular expressions are RE2
+(Go's syntax, as in Prometheus) and fully anchored, and a label that is absent matches as the
+empty string (https://prometheus.io/docs/prometheus/latest/querying/basics/#instant-vector-selectors).
 Staleness markers (Prometheus' StaleNaN bit pattern) are returned like any value; use
 `is_stale_marker` to recognise them.
 """
@@ -14,12 +14,13 @@ Staleness markers (Prometheus' StaleNaN bit pattern) are returned like any value
 from __future__ import annotations
 
 import math
-import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+
+import re2
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
 
@@ -32,10 +33,21 @@ def is_stale_marker(value: float) -> bool:
     return math.isnan(value) and struct.unpack("<Q", struct.pack("<d", value))[0] == STALE_NAN_BITS
 
 
+# RE2 (google-re2), not Python's re: the syntax Prometheus uses (Go's regexp is RE2), and
+# matching in linear time, so a hostile selector such as {a=~"(x+)+y"} sent to the API cannot
+# pin the collector's CPU with exponential backtracking (ReDoS).
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
 @lru_cache(maxsize=4096)
-def _anchored(pattern: str) -> re.Pattern[str]:
+def _anchored(pattern: str) -> Any:
     # A module-level cache: Matcher has __slots__, so it cannot cache on the instance.
-    return re.compile(f"(?:{pattern})\\Z", re.DOTALL)
+    try:
+        return re2.compile(f"^(?s:{pattern})$", _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"invalid regular expression {pattern!r}: {detail}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +62,7 @@ class Matcher:
         if self.op not in ("=", "!=", "=~", "!~"):
             raise ValueError(f"unknown match operator {self.op!r}")
         if self.op in ("=~", "!~"):
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from None
+            _anchored(self.value)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         actual = labels.get(self.name, "")

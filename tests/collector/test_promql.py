@@ -24,7 +24,6 @@ from vpsmon.collector.promql import (
     result_json,
 )
 from vpsmon.collector.promql.notation import expand_values, parse_series
-from vpsmon.collector.promql.regex import go_to_python
 from vpsmon.collector.storage.query import STALE_NAN
 
 
@@ -426,13 +425,25 @@ def test_series_notation_expands_like_promtool() -> None:
     assert parse_series('up{job="a"}') == {"__name__": "up", "job": "a"}
 
 
-def test_go_regex_flags_and_escapes_are_translated() -> None:
-    assert go_to_python("foo((?i)bar)") == "foo((?i:bar))"
-    assert go_to_python("a(?i)b|c") == "a(?i:b)|(?i:c)"
-    assert go_to_python(r"\Q.*\E") == r"\.\*"
-    assert go_to_python("[[:digit:]]+") == "[0-9]+"
-    with pytest.raises(ValueError, match="ungreedy"):
-        go_to_python("(?U)a+")
+async def test_regexes_are_re2_as_in_prometheus_and_never_backtrack(engine: Engine) -> None:
+    for expr in (
+        'memory_bytes{instance=~"((?i)A)"}',  # an inline flag inside a group (Go allows it)
+        'memory_bytes{instance=~"[[:^alpha:]b]"}',  # a negated POSIX class
+    ):
+        got = await engine.instant_query(expr, 0)
+        assert [s.labels["instance"] for s in got] == (["b"] if "alpha" in expr else ["a"]), expr
+    # Exponential for a backtracking engine; RE2 answers at once (pytest-timeout guards this).
+    hostile = 'label_replace(vector(1), "x", "$1", "y", "(a+)+b")'
+    assert one(await engine.instant_query(hostile, 0)) == 1
+    src = MemorySource()
+    load(src, f'm{{v="{"a" * 5000}"}}', "1")
+    got = await Engine(src).instant_query('m{v=~"(a+)+b"}', 0)
+    assert len(got) == 0
+    got = await Engine(src).instant_query('m{v=~"(a|aa)+"}', 0)
+    assert len(got) == 1
+    with pytest.raises(PromQLError, match="illegal regex") as info:
+        await engine.instant_query('memory_bytes{instance=~"("}', 0)
+    assert info.value.kind == "parse"
 
 
 def test_values_are_formatted_like_prometheus() -> None:
