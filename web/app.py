@@ -19,7 +19,6 @@ from vpsmon import __version__
 from vpsmon.collector import accounts, tokens
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
-from vpsmon.collector.live import summarize
 from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.servers import list_servers
 from vpsmon.collector.storage.chart import ChartReader
@@ -32,7 +31,7 @@ from vpsmon.web import storage as storage_web
 from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
 from vpsmon.web.keys import CHARTS, CONFIG, HEAD, HUB, LIMITER, POOL, SAMPLES, TRAFFIC
-from vpsmon.web.live import LiveHub, snapshot_message
+from vpsmon.web.live import LiveHub, Outbox, snapshot_message
 
 log = logging.getLogger("vpsmon.web")
 HERE = Path(__file__).parent
@@ -214,7 +213,7 @@ async def _server_rows(
         row = server.as_json()
         state = head.state(server.id)
         row["live"] = (
-            summarize(state)
+            request.app[HUB].summary(state)
             if state
             else {"id": server.id, "online": False, "last_seen": server.last_seen, "error": None}
         )
@@ -254,7 +253,10 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     queue = hub.register(ws, visible)
     try:
-        await ws.send_str(snapshot_message(await _server_rows(request, visible)))
+        try:
+            await ws.send_str(snapshot_message(await _server_rows(request, visible)))
+        except ConnectionResetError:  # the page went away while we built the snapshot
+            return ws
         tasks = [
             asyncio.create_task(_pump(queue, ws)),
             asyncio.create_task(_recheck_access(request, ws, queue, visible)),
@@ -278,7 +280,7 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
 async def _recheck_access(
     request: web.Request,
     ws: web.WebSocketResponse,
-    queue: asyncio.Queue[str],
+    queue: Outbox,
     visible: frozenset[int] | None,
 ) -> None:
     """A long-lived socket must not outlive its access: re-read the session (or token) and the
@@ -318,9 +320,10 @@ async def _client_message(request: web.Request, ws: web.WebSocketResponse, text:
             request.app[HUB].watch(ws, server_id)
 
 
-async def _pump(queue: asyncio.Queue[str], ws: web.WebSocketResponse) -> None:
-    while not ws.closed:
-        await ws.send_str(await queue.get())
+async def _pump(queue: Outbox, ws: web.WebSocketResponse) -> None:
+    with contextlib.suppress(ConnectionResetError):  # the page went away
+        while not ws.closed:
+            await ws.send_str(await queue.get())
 
 
 async def healthz(request: web.Request) -> web.Response:

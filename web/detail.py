@@ -16,11 +16,10 @@ from aiohttp import web
 
 from vpsmon.collector import servers as records
 from vpsmon.collector.head import ServerState
-from vpsmon.collector.live import summarize
 from vpsmon.web import access, auth
 from vpsmon.web.dashboard import server_id_param, visible_ids
 from vpsmon.web.history import MAX_RANGE_SECONDS, history
-from vpsmon.web.keys import CONFIG, HEAD, POOL, TRAFFIC
+from vpsmon.web.keys import CONFIG, HEAD, HUB, POOL, TRAFFIC
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
@@ -51,7 +50,11 @@ async def detail_page(request: web.Request) -> web.Response:
     user = access.require_user(request)
     server = await _visible_server(request)
     state = request.app[HEAD].state(server.id)
-    live = summarize(state) if state else {"online": False, "last_seen": server.last_seen}
+    live = (
+        request.app[HUB].summary(state)
+        if state
+        else {"online": False, "last_seen": server.last_seen}
+    )
     usage = request.app[TRAFFIC].usage(server.id, auth.now())
     return render(
         request,

@@ -7,6 +7,7 @@ server's chart points (web/charts.py) with each scrape, on the same socket.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import weakref
@@ -26,9 +27,52 @@ log = logging.getLogger("vpsmon.web.live")
 MAX_QUEUED = 256
 
 
+class Outbox:
+    """What one socket still has to send.
+
+    A server's figures are coalesced: only its newest summary waits, so a burst of scrapes
+    (every server at once) costs one entry per server and loses nothing that still matters,
+    and the pending summaries go out as one ``servers`` message. Other messages (snapshots,
+    chart points, record changes) queue in order, at most MAX_QUEUED; more are dropped and
+    counted.
+    """
+
+    def __init__(self) -> None:
+        self._latest: dict[int, str] = {}
+        self._other: collections.deque[str] = collections.deque()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def put_server(self, server_id: int, summary_json: str) -> None:
+        self._latest.pop(server_id, None)  # re-insert: keep the order of arrival
+        self._latest[server_id] = summary_json
+        self._ready.set()
+
+    def put_nowait(self, message: str) -> None:
+        if len(self._other) >= MAX_QUEUED:
+            self.dropped += 1
+            return
+        self._other.append(message)
+        self._ready.set()
+
+    async def put(self, message: str) -> None:
+        self.put_nowait(message)
+
+    async def get(self) -> str:
+        while not self._latest and not self._other:
+            self._ready.clear()
+            await self._ready.wait()
+        if self._latest:
+            batch, self._latest = list(self._latest.values()), {}
+            if len(batch) == 1:
+                return '{"type": "server", "server": ' + batch[0] + "}"
+            return '{"type": "servers", "servers": [' + ",".join(batch) + "]}"
+        return self._other.popleft()
+
+
 @dataclass(eq=False)
 class Client:
-    queue: asyncio.Queue[str]
+    queue: Outbox
     # The servers this socket's user may see (None = all), re-read by the socket's handler.
     visible: frozenset[int] | None = frozenset()
     watching: set[int] = field(default_factory=set)
@@ -56,11 +100,24 @@ class LiveHub:
         )
         self.dropped = 0
         self.recheck_seconds = recheck_seconds
+        # server id -> (what the summary was computed from, summary): pages and the socket's
+        # snapshots reuse the figures of the last scrape instead of recomputing 500 of them.
+        self._summaries: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
-    def register(
-        self, ws: web.WebSocketResponse, visible: frozenset[int] | None
-    ) -> asyncio.Queue[str]:
-        queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
+    def summary(self, state: ServerState) -> dict[str, Any]:
+        """``summarize(state)``, computed once per scrape; a copy the caller may extend."""
+        key = (state.last_scrape, state.up, state.error, id(state.current), id(state.previous))
+        cached = self._summaries.get(state.server_id)
+        if cached is None or cached[0] != key:
+            cached = (key, summarize(state))
+            self._summaries[state.server_id] = cached
+        return dict(cached[1])
+
+    def forget(self, server_id: int) -> None:
+        self._summaries.pop(server_id, None)
+
+    def register(self, ws: web.WebSocketResponse, visible: frozenset[int] | None) -> Outbox:
+        queue = Outbox()
         self._clients[ws] = Client(queue, visible)
         return queue
 
@@ -80,22 +137,21 @@ class LiveHub:
             client.watching = {server_id}
 
     def _put(self, client: Client, message: str) -> None:
-        try:
-            client.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.dropped += 1
+        before = client.queue.dropped
+        client.queue.put_nowait(message)
+        self.dropped += client.queue.dropped - before
 
     def publish(self, state: ServerState) -> None:
         clients = [c for c in self._clients.values() if c.sees(state.server_id)]
         if not clients:
             return
-        summary = summarize(state)
+        summary = self.summary(state)
         if self._extra is not None:
             summary.update(self._extra(state.server_id))
-        message = json.dumps({"type": "server", "server": summary})
+        summary_json = json.dumps(summary)
         point_message: str | None = None
         for client in clients:
-            self._put(client, message)
+            client.queue.put_server(state.server_id, summary_json)
             if state.server_id in client.watching:
                 if point_message is None:
                     point = live_point(state)

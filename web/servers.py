@@ -270,6 +270,7 @@ async def _delete(request: web.Request, server: Server, who: str) -> None:
     )
     await records.delete_server(request.app[POOL], server.id)
     request.app[HEAD].forget(server.id)
+    request.app[HUB].forget(server.id)
     request.app[TRAFFIC].forget(server.id)
     request.app[HUB].broadcast(
         json.dumps({"type": "removed", "id": server.id}), server_id=server.id

@@ -11,10 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from vpsmon.collector.live import summarize
 from vpsmon.collector.servers import list_servers
 from vpsmon.web import auth
-from vpsmon.web.keys import CONFIG, HEAD, POOL
+from vpsmon.web.keys import CONFIG, HEAD, HUB, POOL
 
 # The live figures a visitor may see; everything else in a summary stays private.
 PUBLIC_FIGURES = (
@@ -48,7 +47,7 @@ async def public_servers(request: web.Request) -> list[dict[str, Any]]:
     out = []
     for position, server in enumerate(s for s in await list_servers(request.app[POOL]) if s.public):
         state = head.state(server.id)
-        live = summarize(state) if state else {"online": False}
+        live = request.app[HUB].summary(state) if state else {"online": False}
         entry: dict[str, Any] = {
             "key": position,  # not the database id: visitors need no handle on records
             "name": server.name,

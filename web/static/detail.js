@@ -73,6 +73,7 @@ function seriesLabel(chartId, name) {
     procs: { running: "detail.s.running", blocked: "detail.s.blocked" },
   }[chartId]?.[name];
   if (key) return T[key];
+  if (chartId === "cpu" && T["detail.mode." + name]) return T["detail.mode." + name];
   if (chartId === "load") return name + "m";
   if (chartId === "net") return name.replace(/ rx$/, " ↓").replace(/ tx$/, " ↑");
   return name;
@@ -108,7 +109,7 @@ function makePlot(id, unit, names, columns, t) {
         ...(unit === "bytes" || unit === "bytes/s" ? { incrs: BYTE_INCRS } : {}) },
     ],
     series: [
-      { value: (u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleString()) },
+      { label: T["detail.time"], value: (u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleString()) },
       ...names.map((n, i) => ({
         label: seriesLabel(id, n),
         stroke: PALETTE[i % PALETTE.length],
@@ -278,7 +279,7 @@ document.getElementById("custom-range").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const f = ev.target;
   const start = new Date(f.from.value).getTime() / 1000, end = new Date(f.to.value).getTime() / 1000;
-  if (!(end > start)) { loadState.textContent = fmt(T["detail.load_failed"], { error: "from ≥ to" }); return; }
+  if (!(end > start)) { loadState.textContent = T["detail.bad_range"]; return; }
   const query = `start=${start}&end=${end}`;
   mode = { range: "custom", query };
   showRange("custom", query).then(() => { mode.query = query; });
@@ -329,6 +330,9 @@ liveSocket((msg) => {
     if (me) { lastLive = me.live; renderStats(lastLive); }
   } else if (msg.type === "server" && msg.server.id === SERVER) {
     lastLive = msg.server; renderStats(lastLive);
+  } else if (msg.type === "servers") {
+    const me = msg.servers.find((s) => s.id === SERVER);
+    if (me) { lastLive = me; renderStats(lastLive); }
   } else if (msg.type === "point" && msg.id === SERVER && msg.point) {
     addPoint(msg.point);
   } else if (msg.type === "removed" && msg.id === SERVER) {

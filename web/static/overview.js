@@ -52,15 +52,30 @@ function createEntry(record) {
   const foot = el("footer", "card-foot");
   card.append(head, sub, cpu, mem, disk, facts, traffic, foot);
 
+  // The table row is built when the table is first shown: half the DOM for card users.
+  return { record, live: null, card, row: null, meters: { cpu, mem, disk, traffic } };
+}
+
+function createRow(entry) {
   const row = document.createElement("tr");
-  row.dataset.id = record.id;
+  row.dataset.id = entry.record.id;
   const nameCell = el("td", "name-cell");
-  const rowLink = el("a", null, record.name);
-  rowLink.href = `/servers/${record.id}`;
+  const rowLink = el("a", null, entry.record.name);
+  rowLink.href = `/servers/${entry.record.id}`;
   nameCell.append(el("span", "dot"), rowLink);
   row.append(nameCell);
   for (let i = 0; i < 11; i++) row.append(el("td"));
-  return { record, live: null, card, row, meters: { cpu, mem, disk, traffic } };
+  entry.row = row;
+  row.hidden = entry.card.hidden;
+  renderRecord(entry);
+  render(entry);
+  return row;
+}
+
+function ensureRows() {
+  const fresh = [];
+  for (const e of servers.values()) if (!e.row) fresh.push(createRow(e));
+  if (fresh.length) { tbody.append(...fresh); applySort(); }
 }
 
 function statusText(live, record) {
@@ -73,7 +88,7 @@ function statusText(live, record) {
 function renderRecord(entry) {
   const r = entry.record, card = entry.card;
   card.querySelector("h2.name").textContent = r.name;
-  entry.row.querySelector(".name-cell a").textContent = r.name;
+  if (entry.row) entry.row.querySelector(".name-cell a").textContent = r.name;
   const flag = card.querySelector(".flag");
   flag.textContent = r.country_code || "";
   flag.hidden = !r.country_code;
@@ -98,7 +113,6 @@ function render(entry) {
   const online = !!live.online;
   const status = statusText(live, r);
   entry.card.classList.toggle("offline", !online);
-  entry.row.classList.toggle("offline", !online);
   const st = entry.card.querySelector(".status");
   st.textContent = online ? "" : status;
   st.title = live.error || "";
@@ -118,6 +132,8 @@ function render(entry) {
   entry.card.querySelector(".f-load").textContent = load;
   entry.card.querySelector(".f-net").textContent = net;
   entry.card.querySelector(".f-uptime").textContent = duration(live.uptime);
+  if (!entry.row) return;
+  entry.row.classList.toggle("offline", !online);
   const c = entry.row.children;
   c[1].textContent = online ? T["overview.online"] : status;
   c[1].className = online ? "ok" : "bad";
@@ -184,7 +200,9 @@ const SORTS = {
 function applySort() {
   const sorter = SORTS[sortSelect.value] || SORTS.name;
   const list = [...servers.values()].sort(sorter);
-  for (const e of list) { cards.append(e.card); tbody.append(e.row); }
+  cards.append(...list.map((e) => e.card));
+  const rows = list.filter((e) => e.row).map((e) => e.row);
+  if (rows.length) tbody.append(...rows);
 }
 
 function applyFilter() {
@@ -197,7 +215,8 @@ function applyFilter() {
     let hide = q && !text.includes(q);
     if (group !== "*" && (r.group || "") !== group) hide = true;
     for (const t of activeTags) if (!(r.tags || []).includes(t)) hide = true;
-    e.card.hidden = !!hide; e.row.hidden = !!hide;
+    e.card.hidden = !!hide;
+    if (e.row) e.row.hidden = !!hide;
     if (!hide) shown++;
   }
   document.getElementById("no-match").hidden = !(servers.size > 0 && shown === 0);
@@ -218,7 +237,10 @@ function snapshot(list) {
     renderRecord(entry);
     render(entry);
   }
-  for (const [id, e] of servers) if (!seen.has(id)) { e.card.remove(); e.row.remove(); servers.delete(id); }
+  for (const [id, e] of servers) {
+    if (!seen.has(id)) { e.card.remove(); if (e.row) e.row.remove(); servers.delete(id); }
+  }
+  if (!table.hidden) ensureRows();
   rebuildFilters(); applySort(); applyFilter(); summary();
 }
 
@@ -237,7 +259,6 @@ function update(live) {
   if (!entry) { refetch(); return; }
   entry.live = live;
   render(entry);
-  summary();
   if (sortSelect.value !== "name" && !sortTimer) {
     // Re-sorting on every scrape would make cards jump; once every few seconds is calm.
     sortTimer = setTimeout(() => { sortTimer = null; applySort(); }, 5000);
@@ -248,6 +269,7 @@ function setView(view) {
   store.set("view", view);
   cards.hidden = view !== "cards";
   table.hidden = view !== "table";
+  if (view === "table") ensureRows();
   for (const v of ["cards", "table"]) {
     const b = document.getElementById("view-" + v);
     b.classList.toggle("current", view === v);
@@ -267,6 +289,7 @@ setView(store.get("view", "cards"));
 setInterval(() => { for (const e of servers.values()) if (!e.live?.online) render(e); }, 30000);
 liveSocket((msg) => {
   if (msg.type === "snapshot") snapshot(msg.servers);
-  else if (msg.type === "server") update(msg.server);
+  else if (msg.type === "server") { update(msg.server); summary(); }
+  else if (msg.type === "servers") { for (const s of msg.servers) update(s); summary(); }
   else if (msg.type === "changed" || msg.type === "removed") refetch();
 });
