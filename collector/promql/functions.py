@@ -111,7 +111,7 @@ def linear_regression(ts: list[float], vs: list[float], intercept_time: int) -> 
     (math.fsum, in C), which agrees to the last bits and is many times faster in Python.
     """
     init_y = vs[0]
-    if all(v == init_y for v in vs[1:]):
+    if init_y == init_y and vs.count(init_y) == len(vs):  # constant (NaN never is)
         if math.isinf(init_y):
             return NAN, NAN
         return 0.0, init_y
