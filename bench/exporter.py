@@ -27,10 +27,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -90,6 +93,31 @@ class Subject:
             return float(info.rss), float(info.uss)
         except psutil.AccessDenied:
             return float(self.process.memory_info().rss), None
+
+
+def start_dockerd(containers: int) -> Any:
+    """A private dockerd (the test suite's tests/dockerd.py) running `containers` sleepers."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.dockerd import Dockerd
+
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or os.geteuid() != 0:
+        raise SystemExit("--containers needs dockerd and root; use --containers 0 without them")
+    daemon = Dockerd(Path(tempfile.mkdtemp(prefix="vpsmon-bench-dockerd-", dir="/tmp")), dockerd)
+    try:
+        daemon.start()
+        daemon.ensure_image()
+        for i in range(containers):
+            daemon.run(name=f"bench-{i}")
+    except BaseException:
+        daemon.close()
+        raise
+    return daemon
+
+
+def count_series(subject: Subject, name: str) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{subject.port}/metrics", timeout=10) as r:
+        return sum(1 for line in r.read().decode().splitlines() if line.startswith(name + "{"))
 
 
 def wait_ready(subject: Subject, timeout: float = 30.0) -> None:
@@ -156,12 +184,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=60.0, help="idle phase, seconds")
     parser.add_argument("--rate", type=float, default=2.0, help="scrapes per second each")
     parser.add_argument("--warmup", type=float, default=6.0, help="seconds before measuring")
+    parser.add_argument(
+        "--containers",
+        type=int,
+        default=5,
+        help="busybox containers on a private dockerd for the docker collector (0: no dockerd)",
+    )
     args = parser.parse_args(argv)
 
     if not Path(NODE_EXPORTER).exists() or shutil.which(VPSMON) is None:
         print(f"needs {NODE_EXPORTER} (apt-get install prometheus-node-exporter) and {VPSMON}")
         return 2
     env = {k: v for k, v in os.environ.items() if not k.startswith("VPSMON_")}
+    daemon = start_dockerd(args.containers) if args.containers else None
+    if daemon is not None:
+        env["DOCKER_HOST"] = daemon.url
     ours_port, node_port = free_port(), free_port()
     ours = Subject(
         "vpsmon exporter",
@@ -201,7 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle = run_phase(subjects, args.idle, PROMETHEUS_INTERVAL, record=False)
         cpu_idle = [(s.cpu_seconds() - c) * 60 / idle for s, c in zip(subjects, cpu1, strict=True)]
         memory = [s.memory() for s in subjects]
+        container_series = count_series(ours, "container_memory_usage_bytes")
     finally:
+        if daemon is not None:
+            daemon.close()
         for subject in subjects:
             if subject.conn is not None:
                 subject.conn.close()
@@ -221,7 +261,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"\nMachine: {machine()}")
     print(f"node_exporter: {version([NODE_EXPORTER, '--version'])}")
-    print(f"Scrapes: {args.rate:g}/s each for {args.duration:g}s, gzip, kept-alive connection\n")
+    print(f"Scrapes: {args.rate:g}/s each for {args.duration:g}s, gzip, kept-alive connection")
+    if daemon is not None:
+        print(
+            f"Docker collector on: private dockerd with {args.containers} running containers"
+            f" ({container_series} seen in the last scrape)\n"
+        )
+    else:
+        print("Docker collector on, no dockerd (the SDK is not imported)\n")
     print(
         "| exporter | scrapes | errors | body (gzip) | p50 | p99 | RSS | USS"
         " | CPU s/min, scraped every 15 s | CPU s/min, scraped 2/s |"

@@ -1,17 +1,19 @@
-"""The exporter's HTTP server: /metrics from the pre-rendered payload, collection in background,
-/history from the history buffer, optional TLS and access control (issue #3)."""
+"""The exporter's HTTP side: /metrics from the pre-rendered payload, collection in background,
+/history from the history buffer, optional TLS and access control (issue #3).
+
+Served by exporter/httpserver.py rather than aiohttp, to stay within the memory budget.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import html
 import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-
-from aiohttp import web
 
 from vpsmon import __version__
 from vpsmon.config import HostPort
@@ -21,6 +23,7 @@ from vpsmon.exporter.collectors import by_name
 from vpsmon.exporter.collectors.base import Context
 from vpsmon.exporter.config import ExporterConfig
 from vpsmon.exporter.history import History, HistoryQueryError
+from vpsmon.exporter.httpserver import HTTPServer, Request, Response
 from vpsmon.exporter.security import (
     AccessPolicy,
     CertificatePaths,
@@ -31,37 +34,131 @@ from vpsmon.exporter.security import (
 
 log = logging.getLogger("vpsmon.exporter")
 
-COLLECTION = web.AppKey("collection", Collection)
-PAYLOAD = web.AppKey("payload", list)  # one-element holder, replaced atomically
-HISTORY = web.AppKey("history", History)
-ACCESS = web.AppKey("access", AccessPolicy)
-REFUSALS = web.AppKey("refusals", RefusalLog)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+METRICS_HEADERS = {"Content-Type": exposition.CONTENT_TYPE}
 
 
-def create_app(config: ExporterConfig, context: Context | None = None) -> web.Application:
-    table = by_name()
-    context = context or Context(options=config.options)
-    collection = Collection([table[name] for name in config.enabled], context)
-    app = web.Application(middlewares=[access_control])
-    app[COLLECTION] = collection
-    app[HISTORY] = History(config.history_retention, config.history_max_samples)
-    app[ACCESS] = AccessPolicy(config.bearer_tokens, config.allow)
-    app[REFUSALS] = RefusalLog()
-    first = collection.collect_once(None, app[HISTORY].families())
-    app[PAYLOAD] = [first]
-    app[HISTORY].record(first.families, first.collected_at)
-    app.router.add_get("/metrics", handle_metrics)
-    app.router.add_get("/history", handle_history)
-    app.router.add_get("/", handle_index)
-    app.cleanup_ctx.append(_collect_in_background(config.interval))
-    app.on_cleanup.append(_close_collection)
-    return app
+class Exporter:
+    """The collection, its latest payload, the history buffer and who may read them.
+
+    Made by `Exporter(config)` (which runs the first collection, so the first scrape has
+    data), started with `await start(sock)`, stopped with `await close()`.
+    """
+
+    def __init__(self, config: ExporterConfig, context: Context | None = None) -> None:
+        table = by_name()
+        self.config = config
+        self.collection = Collection(
+            [table[name] for name in config.enabled], context or Context(options=config.options)
+        )
+        self.history = History(config.history_retention, config.history_max_samples)
+        self.access = AccessPolicy(config.bearer_tokens, config.allow)
+        self.refusals = RefusalLog()
+        self.payload: Payload = self.collection.collect_once(None, self.history.families())
+        self.history.record(self.payload.families, self.payload.collected_at)
+        self.http = HTTPServer(self.handle)
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> None:
+        await self.http.start(sock, ssl_context)
+        self._loop_task = asyncio.create_task(self.collect_loop())
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self.http.close()
+        self.collection.close()
+
+    async def collect_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.interval
+        while True:
+            # Align to the interval grid so samples land on round timestamps.
+            await asyncio.sleep(interval - (time.time() % interval))
+            own = self.history.families()
+            try:
+                payload = await loop.run_in_executor(None, self.collection.collect_once, None, own)
+            except Exception:  # never let the loop die; the next round tries again
+                log.exception("collection failed")
+                continue
+            self.payload = payload
+            self.history.record(payload.families, payload.collected_at)
+
+    # ------------------------------------------------------------ requests
+
+    async def handle(self, request: Request) -> Response:
+        # Every path, not only /metrics and /history: the index names the collectors and the
+        # version, which an exporter that asked for access control should not tell strangers.
+        decision = self.access.check(request.remote, request.headers.get("authorization"))
+        if not decision.allowed:
+            return self.refuse(request, decision.status, decision.reason)
+        if request.path == "/metrics":
+            return self.metrics(request)
+        if request.path == "/history":
+            return await self.history_page(request)
+        if request.path == "/":
+            return self.index()
+        return Response(404, b"not found: try /metrics\n")
+
+    def refuse(self, request: Request, status: int, reason: str) -> Response:
+        remote = request.remote or "unknown"
+        if self.refusals.should_log(remote, time.monotonic()):
+            log.warning(
+                "refused request address=%s path=%s status=%d reason=%r",
+                remote,
+                request.path,
+                status,
+                reason,
+            )
+        headers = {"WWW-Authenticate": 'Bearer realm="vpsmon exporter"'} if status == 401 else {}
+        return Response(status, (reason + "\n").encode(), headers)
+
+    def metrics(self, request: Request) -> Response:
+        payload = self.payload
+        if accepts_gzip(request):
+            return Response(200, payload.gzipped, {**METRICS_HEADERS, "Content-Encoding": "gzip"})
+        return Response(200, payload.text, dict(METRICS_HEADERS))
+
+    async def history_page(self, request: Request) -> Response:
+        try:
+            since, until = history.parse_range(
+                request.query.get("since"), request.query.get("until")
+            )
+        except HistoryQueryError as err:
+            return Response(400, f"{err}\n".encode())
+        snapshots = self.history.snapshots()
+        zipped = accepts_gzip(request)
+
+        # An hour of samples takes a moment to render; do it off the event loop so /metrics
+        # scrapes are not held up. Snapshots are immutable, so the copy is safe to read there.
+        def render() -> bytes:
+            body = history.render(snapshots, since, until).encode()
+            return gzip.compress(body, compresslevel=5) if zipped else body
+
+        body = await asyncio.get_running_loop().run_in_executor(None, render)
+        headers = dict(METRICS_HEADERS)
+        if zipped:
+            headers["Content-Encoding"] = "gzip"
+        return Response(200, body, headers)
+
+    def index(self) -> Response:
+        names = html.escape(", ".join(self.collection.names))
+        body = (
+            "<!doctype html><title>vpsmon exporter</title>"
+            f"<h1>vpsmon exporter {__version__}</h1><p><a href='/metrics'>Metrics</a></p>"
+            "<p><a href='/history?since=0'>History</a></p>"
+            f"<p>Collectors: {names}</p>"
+        )
+        return Response(200, body.encode(), {"Content-Type": "text/html; charset=utf-8"})
 
 
-async def _close_collection(app: web.Application) -> None:
-    app[COLLECTION].close()
+def accepts_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "")
 
 
 def ssl_context(config: ExporterConfig) -> ssl.SSLContext | None:
@@ -77,20 +174,19 @@ def ssl_context(config: ExporterConfig) -> ssl.SSLContext | None:
     return None
 
 
-async def serve(config: ExporterConfig, app: web.Application | None = None) -> web.AppRunner:
+async def serve(config: ExporterConfig, context: Context | None = None) -> Exporter:
     """Start the exporter on config.listen (HTTPS when TLS is configured)."""
-    context = ssl_context(config)
+    tls = ssl_context(config)
     # Bind before the first collection: a busy port is then the one and only thing said,
     # not preceded by what the collectors found (a missing dockerd, say).
     sock = bind(config.listen)
     try:
-        runner = web.AppRunner(app or create_app(config), access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.SockSite(runner, sock, ssl_context=context).start()
+        exporter = Exporter(config, context)
+        await exporter.start(sock, tls)
     except BaseException:
         sock.close()
         raise
-    return runner
+    return exporter
 
 
 def bind(listen: HostPort) -> socket.socket:
@@ -112,95 +208,3 @@ def bind(listen: HostPort) -> socket.socket:
         sock.close()
         raise OSError(err.errno, f"cannot listen on {listen}: {err.strerror or err}") from None
     return sock
-
-
-@web.middleware
-async def access_control(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # Every path, not only /metrics and /history: the index names the collectors and the
-    # version, which an exporter that asked for access control should not tell strangers.
-    decision = request.app[ACCESS].check(request.remote, request.headers.get("Authorization"))
-    if decision.allowed:
-        return await handler(request)
-    remote = request.remote or "unknown"
-    if request.app[REFUSALS].should_log(remote, time.monotonic()):
-        log.warning(
-            "refused request address=%s path=%s status=%d reason=%r",
-            remote,
-            request.path,
-            decision.status,
-            decision.reason,
-        )
-    headers = {"WWW-Authenticate": 'Bearer realm="vpsmon exporter"'}
-    return web.Response(
-        status=decision.status,
-        text=decision.reason + "\n",
-        headers=headers if decision.status == 401 else None,
-    )
-
-
-def _collect_in_background(
-    interval: float,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(collect_loop(app, interval))
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    return ctx
-
-
-async def collect_loop(app: web.Application, interval: float) -> None:
-    loop = asyncio.get_running_loop()
-    collection = app[COLLECTION]
-    while True:
-        # Align to the interval grid so samples land on round timestamps.
-        await asyncio.sleep(interval - (time.time() % interval))
-        try:
-            own = app[HISTORY].families()
-            payload: Payload = await loop.run_in_executor(None, collection.collect_once, None, own)
-        except Exception:  # never let the loop die; the next round tries again
-            log.exception("collection failed")
-            continue
-        app[PAYLOAD][0] = payload
-        app[HISTORY].record(payload.families, payload.collected_at)
-
-
-async def handle_metrics(request: web.Request) -> web.Response:
-    payload: Payload = request.app[PAYLOAD][0]
-    headers = {"Content-Type": exposition.CONTENT_TYPE}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return web.Response(body=payload.gzipped, headers=headers)
-    return web.Response(body=payload.text, headers=headers)
-
-
-async def handle_history(request: web.Request) -> web.Response:
-    try:
-        since, until = history.parse_range(request.query.get("since"), request.query.get("until"))
-    except HistoryQueryError as err:
-        return web.Response(status=400, text=f"{err}\n")
-    snapshots = request.app[HISTORY].snapshots()
-    # An hour of samples takes a moment to render; do it off the event loop so /metrics
-    # scrapes are not held up. Snapshots are immutable, so the copy is safe to read there.
-    loop = asyncio.get_running_loop()
-    text = await loop.run_in_executor(None, history.render, snapshots, since, until)
-    headers = {"Content-Type": exposition.CONTENT_TYPE}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        # Let aiohttp compress: the body is made per request, unlike /metrics' payload.
-        response = web.Response(body=text.encode(), headers=headers)
-        response.enable_compression()
-        return response
-    return web.Response(body=text.encode(), headers=headers)
-
-
-async def handle_index(request: web.Request) -> web.Response:
-    names = ", ".join(request.app[COLLECTION].names)
-    body = (
-        "<!doctype html><title>vpsmon exporter</title>"
-        f"<h1>vpsmon exporter {__version__}</h1><p><a href='/metrics'>Metrics</a></p>"
-        "<p><a href='/history?since=0'>History</a></p>"
-        f"<p>Collectors: {names}</p>"
-    )
-    return web.Response(text=body, content_type="text/html")

@@ -177,16 +177,13 @@ def _up(
     config = _replace(config, targets=(*config.targets, local))
 
     async def main(stop: asyncio.Event) -> None:
-        from vpsmon.collector.app import serve_site
-        from vpsmon.exporter.server import create_app as create_exporter
+        from vpsmon.exporter.server import serve
 
-        exporter = await serve_site(
-            create_exporter(exporter_config), exporter_addr.host, exporter_addr.port
-        )
+        exporter = await serve(exporter_config)
         try:
             await _run_collector(config, stop)
         finally:
-            await exporter.cleanup()
+            await exporter.close()
 
     run_until_signal(main)
 
@@ -326,7 +323,7 @@ def exporter_run(config_path: Path | None, listen: str | None, **flags: bool | N
             # package, which the light exporter install does not have.
             from vpsmon.exporter.server import serve
 
-            runner = await serve(config)
+            exporter = await serve(config)
             log.info(
                 "exporter listening address=%s scheme=%s collectors=%s",
                 config.listen,
@@ -336,7 +333,7 @@ def exporter_run(config_path: Path | None, listen: str | None, **flags: bool | N
             try:
                 await stop.wait()
             finally:
-                await runner.cleanup()
+                await exporter.close()
 
         run_until_signal(main)
 

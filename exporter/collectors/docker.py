@@ -24,7 +24,9 @@ import concurrent.futures
 import logging
 import os
 import re
+import sys
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -350,6 +352,7 @@ class DockerCollector:
 
     def _connect(self) -> docker.DockerClient:
         if self._client is None:
+            import_sdk()
             import docker
 
             try:
@@ -377,6 +380,33 @@ class DockerCollector:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
         self._drop_client()
+
+
+def import_sdk() -> None:
+    """Import the docker SDK, leaving out requests' character-set detector when we can.
+
+    requests imports charset_normalizer (~3 MiB resident) only to guess the encoding of
+    responses that do not name one; dockerd's API answers JSON, which requests decodes without
+    it (`Response.json()` detects UTF-8/16/32 itself), and requests supports running without a
+    detector. The exporter's memory budget (docs/benchmarks.md) is tight enough for this to
+    matter. Only done when requests is not loaded yet (it is not in the exporter process; in
+    `vpsmon up` something else may have loaded it, and then we change nothing); the blocks
+    are lifted right after, so a later importer still gets the real packages.
+    """
+    if "docker" in sys.modules or "requests" in sys.modules:
+        return
+    blocked = [m for m in ("charset_normalizer", "chardet") if m not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
+    try:
+        with warnings.catch_warnings():
+            # requests warns that no detector is installed: that is the point here.
+            warnings.filterwarnings("ignore", message=".*character detection dependency.*")
+            import docker  # noqa: F401
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
 
 
 def create(context: Context) -> DockerCollector:

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -327,3 +328,29 @@ def test_promtool_finds_nothing_to_lint_in_the_container_payload() -> None:
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def test_the_sdk_talks_to_dockerd_without_loading_a_charset_detector(dockerd: Dockerd) -> None:
+    # requests' detector costs ~3 MiB of the exporter's memory budget (docs/benchmarks.md).
+    script = (
+        "import sys\n"
+        "from vpsmon.exporter.collectors.base import Context\n"
+        "from vpsmon.exporter.collectors.docker import SPEC\n"
+        "from collector_testkit import default_options\n"
+        f"options = default_options(**{{'docker.host': '{dockerd.url}'}})\n"
+        "collect = SPEC.create(Context(options=options))\n"
+        "names = [f.name for f in collect()]\n"
+        "collect.close()\n"
+        "assert 'vpsmon_container_info' in names, names\n"
+        "loaded = ('charset_normalizer', 'chardet', 'docker')\n"
+        "print(sorted(m for m in loaded if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).parent,
+    )
+    assert (done.returncode, done.stdout) == (0, "['docker']\n"), done.stderr

@@ -12,18 +12,18 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from tests.conftest import require_binary
-from vpsmon.config import ConfigError
+from vpsmon.config import ConfigError, HostPort
 from vpsmon.exporter.config import ExporterConfig, load_config
 from vpsmon.exporter.security import AccessPolicy, RefusalLog, ensure_self_signed, fingerprint
-from vpsmon.exporter.server import create_app, ssl_context
+from vpsmon.exporter.server import serve, ssl_context
 
 VPSMON = str(Path(sys.executable).with_name("vpsmon"))
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -39,12 +39,12 @@ def config(**overrides: Any) -> ExporterConfig:
 @asynccontextmanager
 async def running(cfg: ExporterConfig) -> AsyncIterator[str]:
     """The exporter app on 127.0.0.1 (HTTPS when cfg configures TLS); yields its base URL."""
-    server = TestServer(create_app(cfg), host="127.0.0.1")
-    await server.start_server(ssl=ssl_context(cfg))
+    exporter = await serve(replace(cfg, listen=HostPort("127.0.0.1", 0)))
+    scheme = "https" if cfg.tls.enabled else "http"
     try:
-        yield str(server.make_url("")).rstrip("/")
+        yield f"{scheme}://127.0.0.1:{exporter.port}"
     finally:
-        await server.close()
+        await exporter.close()
 
 
 async def get(

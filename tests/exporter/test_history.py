@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from vpsmon.exporter.config import load_config
 from vpsmon.exporter.history import History, HistoryQueryError, parse_range, render
 from vpsmon.exporter.metrics import MetricFamily, counter, gauge
-from vpsmon.exporter.server import HISTORY, create_app
+from vpsmon.exporter.server import Exporter, serve
 
 T0 = 1_700_000_000.0
 
@@ -121,31 +121,40 @@ def test_a_bad_history_range_is_refused_with_a_message(
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[TestClient[object, object]]:
-    config = load_config(None, env={}, overrides={"collectors.hwmon": False})
-    app = create_app(config)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield client
+async def exporter() -> AsyncIterator[Exporter]:
+    config = load_config(
+        None, env={}, overrides={"collectors.hwmon": False, "listen": "127.0.0.1:0"}
+    )
+    exporter = await serve(config)
+    try:
+        yield exporter
+    finally:
+        await exporter.close()
+
+
+async def get(exporter: Exporter, path: str, **params: str) -> tuple[int, str, Mapping[str, str]]:
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{exporter.port}{path}"
+        async with session.get(url, params=params) as response:
+            return response.status, await response.text(), response.headers
 
 
 async def test_get_history_serves_recorded_collections_as_parseable_exposition(
-    client: TestClient[object, object],
+    exporter: Exporter,
 ) -> None:
-    history = client.app[HISTORY] if client.app is not None else None
-    assert history is not None
-    history.record(families(7.0), now=T0 + 5)
-    response = await client.get("/history", params={"since": str(T0)})
-    assert response.status == 200
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    rows = parsed(await response.text())
+    exporter.history.record(families(7.0), now=T0 + 5)
+    status, text, headers = await get(exporter, "/history", since=str(T0))
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    rows = parsed(text)
     assert rows["node_load1"][-1] == ({}, 7.0, T0 + 5)
     # The collection create_app made at start-up is there too, with its real timestamp.
     assert "node_memory_MemTotal_bytes" in rows
 
 
 async def test_get_history_with_a_bad_since_answers_400_with_the_reason(
-    client: TestClient[object, object],
+    exporter: Exporter,
 ) -> None:
-    response = await client.get("/history", params={"since": "last-tuesday"})
-    assert response.status == 400
-    assert "since must be UNIX seconds" in await response.text()
+    status, text, _ = await get(exporter, "/history", since="last-tuesday")
+    assert status == 400
+    assert "since must be UNIX seconds" in text
