@@ -160,6 +160,14 @@ async def search(db: asyncpg.Pool, query: AuditQuery) -> list[AuditEntry]:
     ]
 
 
+async def delete_older_than(db: asyncpg.Pool, seconds: float) -> int:
+    """Retention (web.audit_retention): delete entries older than `seconds`; returns how many."""
+    result: str = await db.execute(
+        "DELETE FROM audit_log WHERE at < now() - make_interval(secs => $1)", seconds
+    )
+    return int(result.split()[-1])
+
+
 async def actions(db: asyncpg.Pool) -> list[str]:
     """The distinct action names in the log, for the filter's choices."""
     rows = await db.fetch("SELECT DISTINCT action FROM audit_log ORDER BY action")

@@ -171,6 +171,12 @@ SETTINGS: tuple[Setting, ...] = (
         "a terminal, command or other sensitive action asks again.",
     ),
     Setting(
+        "web.audit_retention",
+        parse_duration,
+        365 * 86400.0,
+        "How long audit log entries are kept; older ones are deleted once an hour.",
+    ),
+    Setting(
         "status_page.enabled",
         parse_bool,
         False,
@@ -287,6 +293,7 @@ class CollectorConfig:
     session_ttl: float
     log_level: str
     reauth_ttl: float = 300.0
+    audit_retention: float = 365 * 86400.0
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     promql: PromQLConfig = field(default_factory=PromQLConfig)
     status_page: bool = False
@@ -323,6 +330,7 @@ def load_config(
         session_ttl=v["web.session_ttl"],
         log_level=level,
         reauth_ttl=v["web.reauth_ttl"],
+        audit_retention=v["web.audit_retention"],
         notify=NotifyConfig(
             resolve_timeout=v["notify.resolve_timeout"],
             allowed_hosts=v["notify.allowed_hosts"],

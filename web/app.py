@@ -16,7 +16,7 @@ import jinja2
 from aiohttp import WSMsgType, web
 
 from vpsmon import __version__
-from vpsmon.collector import accounts, tokens
+from vpsmon.collector import accounts, audit, tokens
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
 from vpsmon.collector.notify.service import NotifyService
@@ -339,6 +339,8 @@ async def _expire_sessions(app: web.Application) -> AsyncIterator[None]:
         while True:
             with contextlib.suppress(Exception):
                 await accounts.delete_expired_sessions(app[POOL])
+            with contextlib.suppress(Exception):
+                await audit.delete_older_than(app[POOL], app[CONFIG].audit_retention)
             await asyncio.sleep(3600)
 
     task = asyncio.create_task(loop())

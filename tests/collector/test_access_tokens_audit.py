@@ -317,3 +317,16 @@ async def test_totp_enrolment_needs_a_right_code_and_a_code_is_used_once(
     assert not await accounts.verify_totp(pool, user.id, totp.totp(key, t + 30), t + 30)
     await accounts.disable_totp(pool, user.id)
     assert await accounts.totp_state(pool, user.id) == (False, None)
+
+
+async def test_audit_retention_deletes_only_entries_older_than_the_limit(
+    pool: asyncpg.Pool,
+) -> None:
+    old = await audit.record(pool, "login.success", username="a")
+    new = await audit.record(pool, "login.success", username="b")
+    # Deleting is allowed (retention); rewriting is not.
+    await pool.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+    await pool.execute("UPDATE audit_log SET at = now() - interval '400 days' WHERE id = $1", old)
+    await pool.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
+    assert await audit.delete_older_than(pool, 365 * 86400) == 1
+    assert [e.id for e in await audit.search(pool, audit.AuditQuery())] == [new]
