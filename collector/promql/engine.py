@@ -388,6 +388,7 @@ class _Evaluator:
                 found = True
             if found:
                 out.append((labels, vals))
+        self.ctx.count(len(out) * self.n)  # the points this node holds, as Prometheus counts
         return out
 
     async def matrix_input(self, node: Node) -> tuple[list[RawSeries], list[int], int]:
@@ -563,6 +564,7 @@ class _Evaluator:
                     raise PromQLError(DUPLICATE_LABELSET)
                 seen.add(out_labels)
                 out.append((out_labels, vals))
+        self.ctx.count(len(out) * self.n)
         return out
 
     def _absent_over_time(

@@ -474,3 +474,11 @@ def test_parse_errors_point_at_the_offending_character(expr: str, position: int)
         parse_expr(expr)
     assert info.value.position == position
     assert str(info.value).startswith(f"1:{position + 1}: parse error: ")
+
+
+async def test_a_query_loading_too_many_samples_is_refused(source: MemorySource) -> None:
+    engine = Engine(source, max_samples=100)
+    with pytest.raises(PromQLError, match="too many samples") as info:
+        await engine.range_query("http_requests_total", 0, 600, 1)
+    assert info.value.kind == "execution"
+    assert len(await engine.instant_query("http_requests_total", 600)) == 3
