@@ -27,8 +27,9 @@ from vpsmon.collector.scrape.loop import Scraper, ScrapeResult
 from vpsmon.collector.scrape.parse import Sample
 from vpsmon.collector.scrape.status import BackfillStatus
 from vpsmon.collector.scrape.target import Target
+from vpsmon.config import HostPort
 from vpsmon.exporter.config import load_config as load_exporter_config
-from vpsmon.exporter.server import create_app as create_exporter
+from vpsmon.exporter.server import serve
 
 INTERVAL = 1.0
 # A stored series may have one interval between points; timers wake a little late.
@@ -47,12 +48,11 @@ async def exporter() -> AsyncIterator[str]:
             "collectors.diskstats": False,
         },
     )
-    server = TestServer(create_exporter(cfg), host="127.0.0.1")
-    await server.start_server()
+    exporter = await serve(dataclasses.replace(cfg, listen=HostPort("127.0.0.1", 0)))
     try:
-        yield str(server.make_url("/metrics"))
+        yield f"http://127.0.0.1:{exporter.port}/metrics"
     finally:
-        await server.close()
+        await exporter.close()
 
 
 @asynccontextmanager

@@ -10,15 +10,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from tests.conftest import require_binary
 from vpsmon.collector.scrape.loop import ScrapeResult, scrape_once
 from vpsmon.collector.scrape.security import ssl_for
 from vpsmon.collector.scrape.target import Target, TLSSettings
+from vpsmon.config import HostPort
 from vpsmon.exporter.config import ExporterConfig, load_config
 from vpsmon.exporter.security import ensure_self_signed, fingerprint
-from vpsmon.exporter.server import create_app, ssl_context
+from vpsmon.exporter.server import serve
 
 TOKEN = "scrape-token-0123456789abcdef"
 
@@ -30,12 +30,12 @@ def exporter_config(**overrides: Any) -> ExporterConfig:
 
 @asynccontextmanager
 async def running(cfg: ExporterConfig) -> AsyncIterator[str]:
-    server = TestServer(create_app(cfg), host="127.0.0.1")
-    await server.start_server(ssl=ssl_context(cfg))
+    exporter = await serve(dataclasses.replace(cfg, listen=HostPort("127.0.0.1", 0)))
+    scheme = "https" if cfg.tls.enabled else "http"
     try:
-        yield str(server.make_url("/metrics"))
+        yield f"{scheme}://127.0.0.1:{exporter.port}/metrics"
     finally:
-        await server.close()
+        await exporter.close()
 
 
 @pytest.fixture
