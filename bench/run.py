@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("exporter.py", "promql.py", "parser.py")
+BENCHMARKS = ("exporter.py", "promql.py")
 
 
 def main(argv: list[str]) -> int:
