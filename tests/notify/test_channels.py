@@ -203,3 +203,29 @@ async def test_ntfy_gotify_and_bark_get_their_json_shapes() -> None:
         req = bark.requests[0]
         assert req.path == "/push" and req.body["device_key"] == "dev"
         assert req.body["title"].startswith("[告警:1]") and "开始时间" in req.body["body"]
+
+
+async def test_a_host_name_that_resolves_to_loopback_is_refused_by_default() -> None:
+    async with Receiver() as hook:
+        guard = UrlGuard.from_list([])  # nothing private allowed
+        async with OutboxWorker(cast(asyncpg.Pool, None), guard, timeout=5) as worker:
+            channel = Channel(1, "hook", "webhook", {"url": f"http://localhost:{hook.port}/"})
+            outcome = await worker.send(channel, payload(), time.time())
+        assert not outcome.ok and outcome.status == "blocked" and not outcome.retry
+        assert "localhost resolves to" in (outcome.error or "")
+        assert hook.requests == []
+
+
+def test_templates_run_sandboxed_and_cannot_reach_python_internals() -> None:
+    from vpsmon.collector.notify.templates import TemplateError, render
+
+    with pytest.raises(TemplateError, match="cannot render"):
+        render(
+            payload(),
+            fmt="text",
+            body_template="{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        )
+    with pytest.raises(TemplateError, match="line 1"):
+        render(payload(), fmt="text", title_template="{% if %}")
+    html = render(payload(), fmt="html").body
+    assert "&lt;script&gt;" in html and "<script>" not in html
