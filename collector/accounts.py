@@ -440,3 +440,34 @@ async def is_trusted_device(pool: asyncpg.Pool, token: str | None, username: str
         username,
     )
     return found is not None
+
+
+# ---------------------------------------------------------------- sessions of a user
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    created_at: datetime
+    expires_at: datetime
+    address: str | None
+    current: bool
+
+
+async def list_sessions(pool: asyncpg.Pool, user_id: int, current: str | None) -> list[SessionInfo]:
+    """The user's logged-in sessions, newest first; `current` (a cookie token) is marked."""
+    rows = await pool.fetch(
+        "SELECT created_at, expires_at, address, token_hash = $2 AS current FROM sessions"
+        " WHERE user_id = $1 AND NOT mfa_pending AND expires_at > now()"
+        " ORDER BY created_at DESC",
+        user_id,
+        _token_hash(current) if current else b"",
+    )
+    return [SessionInfo(r["created_at"], r["expires_at"], r["address"], r["current"]) for r in rows]
+
+
+async def end_other_sessions(pool: asyncpg.Pool, user_id: int, keep: str) -> int:
+    """Sign out everywhere else; returns how many sessions ended."""
+    result: str = await pool.execute(
+        "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2", user_id, _token_hash(keep)
+    )
+    return int(result.split()[-1])

@@ -8,7 +8,8 @@ either is deleted; the table refuses UPDATE (sql/032).
 Action names are dotted, lower case: `login.success`, `login.failure`, `user.create`,
 `user.role`, `user.disable`, `user.enable`, `user.password`, `user.delete`, `user.grants`,
 `token.create`, `token.revoke`, `totp.enable`, `totp.disable`, `reauth.success`,
-`reauth.failure`; the command channel adds `exec`, `pty.open`, `file.write`, `docker.start` …
+`reauth.failure`, `session.end_others`; the command channel adds `exec`, `pty.open`,
+`file.write`, `docker.start` …
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ DONE = {
     "reset",
     "access",
     "deleted",
+    "sessions_ended",
 }
 
 
@@ -59,6 +60,7 @@ def setup(app: web.Application) -> None:
     r.add_post("/account/totp/begin", account_totp_begin)
     r.add_post("/account/totp/enable", account_totp_enable)
     r.add_post("/account/totp/disable", account_totp_disable)
+    r.add_post("/account/sessions/end-others", account_end_other_sessions)
     r.add_post("/account/tokens", account_token_create)
     r.add_post("/account/tokens/{tid:[0-9]{1,9}}/revoke", account_token_revoke)
     r.add_get("/users", users_page)
@@ -386,6 +388,9 @@ async def account_page(
         totp_enabled=enabled,
         enrol=enrol,
         tokens=await tokens.list_tokens(pool, info.id),
+        sessions=await accounts.list_sessions(
+            pool, info.id, request.cookies.get(auth.SESSION_COOKIE)
+        ),
         new_token=new_token,
         expiry_days=TOKEN_EXPIRY_DAYS,
         visible_count=None if visible is None else len(visible),
@@ -451,6 +456,17 @@ async def account_totp_disable(request: web.Request) -> web.Response:
     if enabled:
         await access.audit(request, "totp.disable", detail={"user": session.user.username})
     raise _redirect("/account", "totp_off")
+
+
+async def account_end_other_sessions(request: web.Request) -> web.Response:
+    session = auth.require_session(request)
+    ended = await accounts.end_other_sessions(
+        request.app[POOL], session.user.id, request.cookies.get(auth.SESSION_COOKIE, "")
+    )
+    await access.audit(
+        request, "session.end_others", detail={"user": session.user.username, "ended": ended}
+    )
+    raise _redirect("/account#sessions", "sessions_ended")
 
 
 def _expiry(form: Mapping[str, Any]) -> datetime | None:

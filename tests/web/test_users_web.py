@@ -303,3 +303,17 @@ async def test_an_admin_turns_off_the_totp_of_a_user_who_lost_their_phone(fleet:
         await login(client, "vic")  # the password alone again
     (entry,) = await audit.search(fleet.pool, audit.AuditQuery(action="totp.disable"))
     assert entry.username == "root" and entry.detail == {"user": "vic"}
+
+
+async def test_the_account_page_lists_sessions_and_signs_out_the_others(fleet: Fleet) -> None:
+    async with fleet.client() as phone, fleet.client() as laptop:
+        await login(phone, "olga")
+        csrf = await login(laptop, "olga")
+        page = await (await laptop.get("/account")).text()
+        assert page.count("127.0.0.1") >= 2 and "this browser" in page
+        resp = await laptop.post("/account/sessions/end-others", data={"csrf_token": csrf})
+        assert "Your other sessions are signed out." in await resp.text()
+        assert (await phone.get("/api/me")).status == 401
+        assert (await laptop.get("/api/me")).status == 200
+    (entry,) = await audit.search(fleet.pool, audit.AuditQuery(action="session.end_others"))
+    assert entry.detail == {"user": "olga", "ended": 1}
