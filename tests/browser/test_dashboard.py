@@ -102,6 +102,7 @@ def test_add_a_server_watch_it_live_read_a_day_of_history_in_english_and_chinese
         assert (
             page.locator(".field.invalid .field-error").first.inner_text().startswith("A host name")
         )
+        page.screenshot(path=str(artifacts_dir / "dashboard-form-error.png"), full_page=True)
         page.fill("input[name=address]", "localhost")
         page.fill("input[name=tags]", "prod, asia")
         page.fill("input[name=group]", "Asia")
