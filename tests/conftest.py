@@ -129,3 +129,18 @@ def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data directory for a `vpsmon up` with its embedded PostgreSQL, outside pytest's tmp.
+
+    The embedded server runs as its own user and needs every parent directory traversable;
+    pytest resets its base temp directory to 0700 whenever another pytest session starts, so
+    a data dir under ``tmp_path`` breaks as soon as two runs overlap on one machine.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="vpsmon-up-"))
+    try:
+        yield parent / "data"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)

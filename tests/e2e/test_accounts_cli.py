@@ -113,9 +113,9 @@ def test_token_create_on_an_unknown_data_dir_makes_nothing(tmp_path: Path) -> No
 
 
 async def test_token_create_works_on_the_embedded_database_of_a_running_up(
-    tmp_path: Path,
+    tmp_path: Path, embedded_data_dir: Path
 ) -> None:
-    data_dir = tmp_path / "data"
+    data_dir = embedded_data_dir
     web_port, exporter_port = free_port(), free_port()
     base = f"http://127.0.0.1:{web_port}"
     up = Proc(

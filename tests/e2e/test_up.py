@@ -34,8 +34,10 @@ def leftovers(data_dir: Path, ports: list[int]) -> list[str]:
     return found
 
 
-async def test_up_starts_everything_stops_on_ctrl_c_and_reuses_data(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+async def test_up_starts_everything_stops_on_ctrl_c_and_reuses_data(
+    tmp_path: Path, embedded_data_dir: Path
+) -> None:
+    data_dir = embedded_data_dir
     web_port, exporter_port = free_port(), free_port()
     args = [
         "up",
