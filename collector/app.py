@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from aiohttp import web
@@ -20,16 +22,24 @@ from vpsmon.collector import accounts
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
 from vpsmon.collector.notify.service import NotifyService
+from vpsmon.collector.promql import Engine
+from vpsmon.collector.rules.api import InstanceIndex, RulesApi
+from vpsmon.collector.rules.engine import engine_query, writer_append
+from vpsmon.collector.rules.manager import RuleManager
+from vpsmon.collector.rules.model import NotifyFunc
+from vpsmon.collector.rules.store import AlertStore
 from vpsmon.collector.scrape.backfill import HistoryBackfill
 from vpsmon.collector.scrape.loop import Scraper, ScrapeResult
 from vpsmon.collector.scrape.sources import TargetSources, last_stored
 from vpsmon.collector.storage.db import connect_pool
 from vpsmon.collector.storage.maintenance import Retention, ensure_partitions, run_maintenance
 from vpsmon.collector.storage.migrate import migrate
+from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.storage.spool import Spool
 from vpsmon.collector.storage.writer import SampleWriter
+from vpsmon.web import promapi
 from vpsmon.web.app import create_app
-from vpsmon.web.keys import WRITER
+from vpsmon.web.keys import RULES, WRITER
 from vpsmon.web.targets import TARGET_STATUS
 
 log = logging.getLogger("vpsmon.collector")
@@ -82,9 +92,14 @@ async def run_collector(
         scraper.sources = sources.status
         # Static and file targets get their server records before the first page is served.
         initial = await sources.targets(pool)
+        builder_file = config.data_dir / "rules" / "builder.yml"
+        samples = StorageReader(pool, recent=head.recent)
+        rules = _rule_manager(config, samples, writer, notify.submit, builder_file)
         app = create_app(config, pool, head, notify=notify)
         app[WRITER] = writer
         app[TARGET_STATUS] = scraper
+        servers_of_alerts = InstanceIndex()
+        app[RULES] = app[promapi.RULES] = RulesApi(rules, servers_of_alerts, builder_file)
         runner = await serve_site(app, config.listen.host, config.listen.port)
         try:
             async with notify.running(head), scraper:
@@ -95,7 +110,12 @@ async def run_collector(
                         run_maintenance(pool, Retention.of(config)), name="storage maintenance"
                     ),
                     asyncio.create_task(_refresh_targets(pool, scraper, sources), name="targets"),
+                    asyncio.create_task(rules.run(stop), name="rules"),
+                    asyncio.create_task(
+                        _index_instances(scraper, servers_of_alerts, config.job), name="index"
+                    ),
                 ]
+                _on_sighup(rules.request_reload)
                 host = config.listen.host
                 shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
                 shown = f"[{shown}]" if ":" in shown else shown
@@ -116,6 +136,56 @@ async def run_collector(
             await runner.cleanup()
     finally:
         await pool.close()
+
+
+def _rule_manager(
+    config: CollectorConfig,
+    samples: StorageReader,
+    writer: SampleWriter,
+    notify: NotifyFunc,
+    builder_file: Path,
+) -> RuleManager:
+    listen = config.listen
+    host = "127.0.0.1" if listen.host in {"0.0.0.0", ""} else listen.host
+    host = f"[{host}]" if ":" in host else host
+    return RuleManager(
+        [*config.rule_files, str(builder_file)],
+        # The selector cache lets rules of one evaluation that read the same series fetch them
+        # once (docs/benchmarks.md); the head answers the recent window without the database.
+        query=engine_query(
+            Engine(
+                samples,
+                config.promql.lookback_delta,
+                default_subquery_step=config.rule_interval,
+                timeout=config.promql.query_timeout,
+                max_samples=config.promql.max_samples,
+                selector_cache_ttl=5.0,
+            )
+        ),
+        append=writer_append(writer),
+        notify=notify,
+        store=AlertStore(samples.pool),
+        default_interval=config.rule_interval,
+        external_labels=config.external_labels,
+        external_url=config.external_url or f"http://{host}:{listen.port}/",
+    )
+
+
+async def _index_instances(scraper: Scraper, index: InstanceIndex, job: str) -> None:
+    """Keep the instance -> server map that limits which alerts a user sees."""
+    while True:
+        with contextlib.suppress(Exception):
+            index.update(
+                (dict(t.target_labels(job)).get("instance", ""), t.server_id)
+                for t in scraper.targets
+            )
+        await asyncio.sleep(TARGET_REFRESH_SECONDS)
+
+
+def _on_sighup(reload: Callable[[], None]) -> None:
+    """SIGHUP reloads the rule files, as it does for Prometheus (main thread only)."""
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 def _scraper(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,40 @@ def parse_str_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, list | tuple) and all(isinstance(x, str | int) for x in value):
         return tuple(str(x).strip() for x in value)
     raise ValueError("expected a list of strings or a comma-separated string")
+
+
+def parse_rule_files(value: Any) -> tuple[str, ...] | None:
+    """A list of paths or globs (a comma-separated string from the environment)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of rule file paths or globs")
+    return tuple(value)
+
+
+def parse_label_list(value: Any) -> dict[str, str]:
+    """Labels as a list of "name=value" (comma-separated from the environment)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list):
+        raise ValueError('expected a list of "name=value" labels')
+    labels = {}
+    for item in value:
+        name, sep, text = str(item).partition("=")
+        if not sep or not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name.strip()):
+            raise ValueError(f'expected "name=value" with a valid label name, got {item!r}')
+        labels[name.strip()] = text.strip()
+    return labels
+
+
+def default_rule_files() -> tuple[str, ...]:
+    """The rules/ folder next to the package (a source checkout or `make up`), if present."""
+    shipped = Path(__file__).resolve().parent.parent / "rules"
+    return (str(shipped / "*.yml"),) if shipped.is_dir() else ()
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -161,6 +196,32 @@ SETTINGS: tuple[Setting, ...] = (
         1024**3,
         "Disk space for scrapes waiting while the database is away (data_dir/spool); when "
         "full, new scrapes are dropped and counted.",
+    ),
+    Setting(
+        "rules.files",
+        parse_rule_files,
+        None,
+        "Rule files to evaluate (paths or globs, relative to this file); unset: the default "
+        "rules shipped in rules/ when present.",
+    ),
+    Setting(
+        "rules.evaluation_interval",
+        parse_duration,
+        15.0,
+        "How often rule groups are evaluated unless a group sets its own interval.",
+    ),
+    Setting(
+        "rules.external_url",
+        parse_optional_str,
+        None,
+        "URL of this collector in alert links (generatorURL); unset: http://LISTEN/.",
+    ),
+    Setting(
+        "rules.external_labels",
+        parse_label_list,
+        {},
+        'Labels added to every alert sent to the notifiers, as ["name=value", ...] '
+        "($externalLabels in templates).",
     ),
     Setting("web.session_ttl", parse_duration, 7 * 86400.0, "How long a login session lasts."),
     Setting(
@@ -306,6 +367,10 @@ class CollectorConfig:
     target_files: tuple[TargetFiles, ...] = ()
     backfill: bool = True
     backfill_max: float = 3600.0
+    rule_files: tuple[str, ...] = ()
+    rule_interval: float = 15.0
+    external_url: str | None = None
+    external_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def load_config(
@@ -358,4 +423,15 @@ def load_config(
         target_files=v["target_files"],
         backfill=v["scrape.backfill"],
         backfill_max=v["scrape.backfill_max"],
+        rule_files=_rule_files(v["rules.files"], path),
+        rule_interval=v["rules.evaluation_interval"],
+        external_url=v["rules.external_url"],
+        external_labels=v["rules.external_labels"],
     )
+
+
+def _rule_files(files: tuple[str, ...] | None, config_path: Path | None) -> tuple[str, ...]:
+    if files is None:
+        return default_rule_files()
+    base = config_path.parent if config_path is not None else Path.cwd()
+    return tuple(str(base / f) if not Path(f).is_absolute() else f for f in files)

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.head import Head
+from vpsmon.collector.rules.api import RulesApi
 from vpsmon.collector.storage.chart import ChartReader
 from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.storage.writer import SampleWriter
@@ -24,3 +25,5 @@ TRAFFIC = web.AppKey("traffic", TrafficAccountant)
 SAMPLES = web.AppKey("samples", StorageReader)
 CHARTS = web.AppKey("charts", ChartReader)
 WRITER = web.AppKey("writer", SampleWriter)  # set by the collector (collector/app.py)
+# The rule manager's groups, rules and alerts (web/rules.py, /api/v1/rules, /api/v1/alerts).
+RULES = web.AppKey("rules", RulesApi)

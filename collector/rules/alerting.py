@@ -121,6 +121,9 @@ class AlertingRule:
             k: parse_alert_template(v, self.name) for k, v in self.annotations.items()
         }
         self.active: dict[Labels, Alert] = {}
+        # Expansions of deterministic templates by (template, series labels, value): most
+        # alerts keep their labels and many their value from one evaluation to the next.
+        self._expanded: dict[tuple[int, Labels, float], str] = {}
         self.restored = False
         self.health = RuleHealth()
 
@@ -143,11 +146,29 @@ class AlertingRule:
         return [a for a in self.active.values() if a.state != AlertState.INACTIVE]
 
     async def _expand(
-        self, template: Template, labels: dict[str, str], value: float, ctx: Context
+        self,
+        template: Template,
+        labels: dict[str, str],
+        key: Labels,
+        value: float,
+        ctx: Context,
     ) -> str:
-        return await expand_alert_template(
-            template, labels, self.external_labels, self.external_url, value, ctx
-        )
+        if template.constant is not None:
+            return template.constant
+        if not template.deterministic or value != value:  # NaN never equals itself
+            return await expand_alert_template(
+                template, labels, self.external_labels, self.external_url, value, ctx
+            )
+        cache_key = (id(template), key, value)
+        text = self._expanded.get(cache_key)
+        if text is None:
+            text = await expand_alert_template(
+                template, labels, self.external_labels, self.external_url, value, ctx
+            )
+            if len(self._expanded) > 200_000:
+                self._expanded.clear()
+            self._expanded[cache_key] = text
+        return text
 
     async def evaluate(
         self, ts: float, query: QueryFunc, limit: int = 0, query_time: float | None = None
@@ -162,17 +183,18 @@ class AlertingRule:
         ctx = Context(at, template_query, self.external_url)
         found: dict[Labels, Alert] = {}
         for sample in result:
-            series_labels = {k: v for k, v in sample.labels.items()}
+            series_labels = dict(sample.labels)
+            series_key = labels_key(series_labels)
             labels = {k: v for k, v in series_labels.items() if k != "__name__"}
             for name, template in self._label_templates.items():
-                text = await self._expand(template, series_labels, sample.value, ctx)
+                text = await self._expand(template, series_labels, series_key, sample.value, ctx)
                 if text:
                     labels[name] = text
                 else:  # an empty value removes the label, as Prometheus' labels.Builder
                     labels.pop(name, None)
             labels["alertname"] = self.name
             annotations = {
-                name: await self._expand(template, series_labels, sample.value, ctx)
+                name: await self._expand(template, series_labels, series_key, sample.value, ctx)
                 for name, template in self._annotation_templates.items()
             }
             key = labels_key(labels)

@@ -24,8 +24,9 @@ from vpsmon.collector.promql import Engine, MemorySource, PromQLError, Scalar, V
 from vpsmon.collector.promql.notation import NotationError, expand_values, parse_series
 from vpsmon.collector.rules.alerting import AlertingRule, AlertState, sample_value_string
 from vpsmon.collector.rules.durations import format_duration, parse_duration
+from vpsmon.collector.rules.engine import engine_query
 from vpsmon.collector.rules.group import RuleGroup
-from vpsmon.collector.rules.model import OutputSample, QueryError, Sample
+from vpsmon.collector.rules.model import OutputSample
 from vpsmon.collector.rules.rulefile import RuleFileError, load_rule_file
 
 FILE_KEYS = {"rule_files", "evaluation_interval", "group_eval_order", "tests", "fuzzy_compare"}
@@ -250,23 +251,6 @@ class _Loader:
                 self.source.add(labels, points[pos][0], points[pos][1])
                 pos += 1
             self.pending[n] = (labels, points, pos)
-
-
-def engine_query(engine: Engine) -> Any:
-    """The rules' query function over an engine (Prometheus' EngineQueryFunc)."""
-
-    async def query(expr: str, t: float) -> list[Sample]:
-        try:
-            value = await engine.instant_query(expr, t)
-        except PromQLError as err:
-            raise QueryError(str(err)) from None
-        if isinstance(value, Vector):
-            return [Sample(s.labels, s.value) for s in value.samples]
-        if isinstance(value, Scalar):
-            return [Sample({}, value.value)]
-        raise QueryError("rule result is not a vector or scalar")
-
-    return query
 
 
 def _same(a: float, b: float, fuzzy: bool) -> bool:

@@ -244,6 +244,7 @@ class _Parser:
         self.items: list[Text | _Action] = []
         self.pos = 0
         self.scopes: list[set[str]] = [{"$"}]
+        self.called: set[str] = set()
 
     def error(self, line: int, message: str) -> TemplateError:
         return TemplateError(f"template: {self.name}:{line}: {message}")
@@ -511,6 +512,7 @@ class _Parser:
                 raise self.error(line, f'function "{tok.text}" not defined')
             else:
                 node = Function(line, tok.text)
+                self.called.add(tok.text)
             i += 1
         else:
             raise self.error(line, f"unexpected {tok.text!r} in operand")
@@ -1086,6 +1088,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
+# Functions whose result depends on more than the template's data.
+IMPURE_FUNCTIONS = frozenset({"query", "now"})
+
 # ---------------------------------------------------------------------------- API
 
 
@@ -1106,6 +1111,8 @@ class Template:
         parser = _Parser(name, text, functions)
         parser.scopes[0].update(self.variables)
         self.tree = parser.parse()
+        # Same labels and value give the same text unless the template asks the outside world.
+        self.deterministic = not parser.called & IMPURE_FUNCTIONS
         # Plain text (most label values) needs no evaluation at all.
         self.constant = (
             self.tree[0].text

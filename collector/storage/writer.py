@@ -81,6 +81,8 @@ class SampleWriter:
         self.replayed = 0  # scrapes ever replayed from it
         self.last_error: str | None = None
         self._full_warned = False
+        # Series of no server (recording rules, ALERTS): name, labels, timestamp, value.
+        self._series_pending: deque[tuple[str, Labels, float, float]] = deque()
 
     async def append(self, result: ScrapeResult) -> None:
         if len(self._pending) >= self._max_pending:
@@ -100,6 +102,19 @@ class SampleWriter:
                 result.kind == "scrape",
             )
         )
+
+    async def append_series(self, samples: Iterable[tuple[str, Labels, float, float]]) -> None:
+        """Queue samples of series that belong to no server: the rule manager's outputs.
+
+        Each is (metric name, sorted labels without __name__, Unix seconds, value). They are
+        written after the scrapes of each flush and wait in memory (bounded, oldest dropped and
+        counted) while the database is away; the rules recompute them anyway.
+        """
+        for sample in samples:
+            if len(self._series_pending) >= self._max_pending * 10:
+                self._series_pending.popleft()
+                self.dropped += 1
+            self._series_pending.append(sample)
 
     @property
     def pending(self) -> int:
@@ -143,7 +158,62 @@ class SampleWriter:
             ok = await self._replay() and await self._drain(self._pending)
             if not ok and self._spool is not None and self._pending:
                 await self._spill()
-            return ok
+            return ok and await self._flush_series()
+
+    async def _flush_series(self) -> bool:
+        while self._series_pending:
+            batch = list(itertools.islice(self._series_pending, BATCH * 20))
+            try:
+                await self._write_series(batch)
+            except Exception as err:
+                if not _refused(err):
+                    self.last_error = _first_line(err)
+                    return False
+                self.rejected += len(batch)
+                log.error("database refused rule series, dropping them error=%s", _first_line(err))
+            for _ in batch:
+                self._series_pending.popleft()
+        return True
+
+    async def _write_series(self, batch: list[tuple[str, Labels, float, float]]) -> None:
+        unique: dict[bytes, tuple[str, Labels]] = {}
+        rows: list[tuple[bytes, datetime, float]] = []
+        for name, labels, timestamp, value in batch:
+            key = series_hash(name, labels)
+            unique.setdefault(key, (name, labels))
+            rows.append((key, datetime.fromtimestamp(round(timestamp, 3), UTC), value))
+        async with self._pool.acquire() as conn, conn.transaction():
+            hashes = [h for h in unique if h not in self._series_ids]
+            found: dict[bytes, int] = {}
+            if hashes:
+                await conn.execute(
+                    "INSERT INTO series (server_id, metric, labels, labels_hash)"
+                    " SELECT NULL, m, l::jsonb, h FROM unnest($1::text[], $2::text[], $3::bytea[])"
+                    " AS u(m, l, h) ON CONFLICT (labels_hash) DO NOTHING",
+                    [unique[h][0] for h in hashes],
+                    [json.dumps({k: _text(v) for k, v in unique[h][1]}) for h in hashes],
+                    hashes,
+                )
+                fetched = await conn.fetch(
+                    "SELECT id, labels_hash FROM series WHERE labels_hash = ANY($1::bytea[])",
+                    hashes,
+                )
+                found = {bytes(r["labels_hash"]): r["id"] for r in fetched}
+            ids = {**self._series_ids, **found}
+            records = [(ids[k], ts, v) for k, ts, v in rows if k in ids]
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS samples_stage (LIKE samples) ON COMMIT DELETE ROWS"
+            )
+            await conn.copy_records_to_table(
+                "samples_stage", records=records, columns=["series_id", "ts", "value"]
+            )
+            # A later value at the same timestamp wins (a rule re-evaluated after a restart).
+            await conn.execute(
+                "INSERT INTO samples SELECT DISTINCT ON (series_id, ts) * FROM samples_stage"
+                " ON CONFLICT (series_id, ts) DO UPDATE SET value = EXCLUDED.value"
+            )
+        self._series_ids.update(found)
+        self.written_samples += len(records)
 
     async def _replay(self) -> bool:
         spool = self._spool
