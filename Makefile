@@ -39,5 +39,9 @@ fmt: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py
 
+## Regenerate the gRPC modules of proto/vpsmon/v1/*.proto (committed; a test checks them).
+proto: $(VENV)/.installed-dev
+	$(BIN)/python tools/protogen.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info test-artifacts

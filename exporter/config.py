@@ -22,6 +22,7 @@ from vpsmon.config import (
     parse_duration,
     parse_hostport,
     parse_optional_path,
+    parse_optional_str,
     parse_positive_int,
 )
 from vpsmon.exporter.collectors import COLLECTORS
@@ -139,12 +140,110 @@ BASE_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
+FEATURES = ("exec", "pty", "files", "docker")
+
+# Enrolment tokens are long random strings (`vpsmon` makes 43-character ones).
+MIN_COMMAND_TOKEN_LENGTH = 32
+
+
+def parse_fingerprint(value: Any) -> str | None:
+    """`sha256:` + 64 hex digits (as `vpsmon exporter fingerprint` prints), or unset."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower()
+    digits = text.removeprefix("sha256:").replace(":", "")
+    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+        raise ValueError(f"expected sha256: and 64 hex digits, got {str(value)[:80]!r}")
+    return "sha256:" + digits
+
+
+def parse_command_token(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    token = str(value).strip()
+    if len(token) < MIN_COMMAND_TOKEN_LENGTH or any(c.isspace() for c in token):
+        raise ValueError(
+            f"must be at least {MIN_COMMAND_TOKEN_LENGTH} characters without spaces"
+            " (the enrolment token; e.g. from `openssl rand -hex 32`)"
+        )
+    return token
+
+
+COMMAND_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "command.listen",
+        parse_hostport,
+        parse_hostport("0.0.0.0:9191"),
+        "Address of the command channel (gRPC over mutual TLS); it listens only when a"
+        " feature below is enabled.",
+    ),
+    *(
+        Setting(
+            f"command.{feature}",
+            parse_bool,
+            False,
+            help,
+        )
+        for feature, help in (
+            ("exec", "Allow the enrolled collector to run commands (Exec)."),
+            ("pty", "Allow interactive terminals (Pty)."),
+            (
+                "files",
+                "Allow the file manager (FileStat/List/Read/Write/...), in the policy's"
+                " file roots.",
+            ),  # fmt: skip
+            ("docker", "Allow Docker control (list, inspect, start, stop, restart, logs, stats)."),
+        )
+    ),
+    Setting(
+        "command.collector_cert",
+        parse_optional_path,
+        None,
+        "The enrolled collector's certificate (PEM); only a client presenting it is accepted.",
+    ),
+    Setting(
+        "command.collector_fingerprint",
+        parse_fingerprint,
+        None,
+        "sha256:HEX of the collector's certificate, pinned at enrolment; must match"
+        " command.collector_cert.",
+    ),
+    Setting(
+        "command.token",
+        parse_command_token,
+        None,
+        "The enrolment token every call must carry (`authorization: Bearer TOKEN`); or"
+        " VPSMON_EXPORTER_COMMAND_TOKEN_FILE.",
+        secret=True,
+    ),
+    Setting(
+        "command.run_as",
+        parse_optional_str,
+        None,
+        "User that commands, terminals and new files belong to; unset means the exporter's own"
+        " user, which must then not be root (set `root` to allow that explicitly).",
+    ),
+    Setting(
+        "command.policy_file",
+        parse_optional_path,
+        None,
+        "YAML policy: `commands` (programs Exec may run; unset: any) and `file_roots`"
+        " (directories the file manager may touch; unset: run_as's home).",
+    ),
+    Setting(
+        "command.exec_timeout",
+        parse_duration,
+        3600.0,
+        "Longest an Exec may run; a request asking for more (or for 0) gets this.",
+    ),
+)
+
 # Settings that are the exporter's own rather than options of a collector.
-_OWN = frozenset(s.name for s in BASE_SETTINGS)
+_OWN = frozenset(s.name for s in (*BASE_SETTINGS, *COMMAND_SETTINGS))
 
 
 def settings(specs: Sequence[CollectorSpec] = COLLECTORS) -> tuple[Setting, ...]:
-    rows = list(BASE_SETTINGS)
+    rows = [*BASE_SETTINGS, *COMMAND_SETTINGS]
     for spec in specs:
         rows.append(
             Setting(
@@ -170,6 +269,24 @@ class TLSConfig:
 
 
 @dataclass(frozen=True)
+class CommandConfig:
+    """The command channel (issue #7); `features` empty means it does not listen."""
+
+    listen: HostPort = HostPort("0.0.0.0", 9191)
+    features: frozenset[str] = frozenset()
+    collector_cert: Path | None = None
+    collector_fingerprint: str | None = None
+    token: str | None = None
+    run_as: str | None = None
+    policy_file: Path | None = None
+    exec_timeout: float = 3600.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.features)
+
+
+@dataclass(frozen=True)
 class ExporterConfig:
     listen: HostPort
     interval: float
@@ -181,6 +298,7 @@ class ExporterConfig:
     tls: TLSConfig = TLSConfig(False, None, None)
     bearer_tokens: tuple[str, ...] = ()
     allow: tuple[IPNetwork, ...] = ()
+    command: CommandConfig = CommandConfig()
 
     def resolved_state_dir(self) -> Path:
         return self.state_dir if self.state_dir is not None else default_state_dir()
@@ -208,4 +326,36 @@ def load_config(
         tls=TLSConfig(values["tls.auto"], cert_file, key_file),
         bearer_tokens=values["auth.bearer_tokens"] or (),
         allow=values["auth.allow"],
+        command=_command_config(values),
     )
+
+
+def _command_config(values: Mapping[str, Any]) -> CommandConfig:
+    features = frozenset(f for f in FEATURES if values[f"command.{f}"])
+    command = CommandConfig(
+        listen=values["command.listen"],
+        features=features,
+        collector_cert=values["command.collector_cert"],
+        collector_fingerprint=values["command.collector_fingerprint"],
+        token=values["command.token"],
+        run_as=values["command.run_as"],
+        policy_file=values["command.policy_file"],
+        exec_timeout=values["command.exec_timeout"],
+    )
+    if features:
+        # Management without its locks is refused outright rather than half-protected.
+        missing = [
+            name
+            for name, value in (
+                ("command.collector_cert", command.collector_cert),
+                ("command.collector_fingerprint", command.collector_fingerprint),
+                ("command.token", command.token),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ConfigError(
+                f"command.{sorted(features)[0]} is enabled but {', '.join(missing)} is not set:"
+                " enrol the exporter with the collector first"
+            )
+    return command

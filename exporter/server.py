@@ -14,6 +14,7 @@ import logging
 import socket
 import ssl
 import time
+from typing import Any
 
 from vpsmon import __version__
 from vpsmon.config import HostPort
@@ -57,16 +58,26 @@ class Exporter:
         self.history.record(self.payload.families, self.payload.collected_at)
         self.http = HTTPServer(self.handle)
         self._loop_task: asyncio.Task[None] | None = None
+        self._command: Any = None  # grpc.aio.Server when a management feature is enabled
 
     @property
     def port(self) -> int:
         return self.http.port
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> None:
+        if self.config.command.enabled:
+            # Imported only here: a metrics-only exporter never loads grpcio (docs/benchmarks.md).
+            from vpsmon.exporter.command.server import start_command_server
+
+            self._command = await start_command_server(self.config, identity(self.config))
         await self.http.start(sock, ssl_context)
         self._loop_task = asyncio.create_task(self.collect_loop())
 
     async def close(self) -> None:
+        if self._command is not None:
+            await self._command.stop(grace=2)
+            self._command.agent_service.close()
+            self._command = None
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,6 +170,14 @@ class Exporter:
 
 def accepts_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
+
+
+def identity(config: ExporterConfig) -> CertificatePaths:
+    """The exporter's certificate and key: tls.cert_file/key_file, else the pair it made."""
+    tls = config.tls
+    if tls.cert_file is not None and tls.key_file is not None:
+        return CertificatePaths(tls.cert_file, tls.key_file)
+    return ensure_self_signed(config.resolved_state_dir())
 
 
 def ssl_context(config: ExporterConfig) -> ssl.SSLContext | None:

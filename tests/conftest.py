@@ -22,6 +22,10 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# Before any test module imports grpc: its fork handlers can abort the children of processes
+# started by in-process gRPC servers (see exporter/command/__init__.py).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 # Fixtures every area may use: `dockerd` (a private real dockerd per run), `own_dockerd`.
 pytest_plugins = ("tests.dockerd",)
 

@@ -28,7 +28,8 @@ def main() -> int:
     for name, folder in sorted(mapping.items()):
         target = tree.joinpath(*name.split("."))
         target.mkdir(parents=True, exist_ok=True)
-        for src in (ROOT / folder).glob("*.py"):
+        # .pyi too: the generated gRPC modules (proto/vpsmon/v1) are typed by their stubs.
+        for src in [*(ROOT / folder).glob("*.py"), *(ROOT / folder).glob("*.pyi")]:
             (target / src.name).symlink_to(src)
     cmd = [
         sys.executable,
