@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("exporter.py", "parser.py", "promql.py", "dashboard.py")
+BENCHMARKS = ("exporter.py", "parser.py", "promql.py", "dashboard.py", "rules.py")
 
 
 def main(argv: list[str]) -> int:
