@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 from aiohttp import web
@@ -100,6 +101,9 @@ async def run_collector(
         app[TARGET_STATUS] = scraper
         servers_of_alerts = InstanceIndex()
         app[RULES] = app[promapi.RULES] = RulesApi(rules, servers_of_alerts, builder_file)
+        # Prometheus' /api/v1/targets reads the same status. The cast: TargetStatus is frozen,
+        # promapi's protocol declares plain (settable) attributes, which mypy tells apart.
+        app[promapi.TARGETS] = cast(promapi.TargetSource, scraper)
         runner = await serve_site(app, config.listen.host, config.listen.port)
         try:
             async with notify.running(head), scraper:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -14,7 +18,8 @@ from tests.conftest import free_port
 from tests.web.test_web import PASSWORD, Site
 from vpsmon.collector import accounts
 from vpsmon.collector.access import grant_server
-from vpsmon.collector.config import load_config
+from vpsmon.collector.app import run_collector
+from vpsmon.collector.config import StaticTarget, TargetFiles, load_config
 from vpsmon.collector.head import Head
 from vpsmon.collector.scrape.loop import Scraper
 from vpsmon.collector.scrape.status import SourceStatus
@@ -101,3 +106,60 @@ async def test_an_app_without_a_scraper_answers_with_empty_lists(pool: asyncpg.P
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         _, body = await get_targets(pool, client, "root")
     assert body == {"targets": [], "sources": []}
+
+
+async def test_the_running_collector_serves_its_targets_and_sources_on_both_apis(
+    database_url: str, tmp_path: Path
+) -> None:
+    """run_collector wires the scraper into /api/targets and Prometheus' /api/v1/targets."""
+    broken = tmp_path / "fleet.yml"
+    broken.write_text("- targets: [10.0.0.1:9100\n", encoding="utf-8")
+    port = free_port()
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    config = dataclasses.replace(
+        load_config(
+            None, env={}, overrides={"listen": f"127.0.0.1:{port}", "scrape.interval": "1s"}
+        ),
+        targets=(StaticTarget("static-1", url),),
+        target_files=(TargetFiles((str(broken),)),),
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        run_collector(
+            config, database_url, stop, admin_password=PASSWORD, on_ready=lambda r: ready.set()
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            base = f"http://127.0.0.1:{port}"
+            async with http.get(f"{base}/login") as resp:
+                token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+            assert token
+            async with http.post(
+                f"{base}/login",
+                data={"username": "admin", "password": PASSWORD, "csrf_token": token.group(1)},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 302
+            body: dict[str, Any] = {}
+            for _ in range(40):
+                async with http.get(f"{base}/api/targets") as resp:
+                    body = await resp.json()
+                if body["targets"] and body["targets"][0]["health"] == "down":
+                    break
+                await asyncio.sleep(0.25)
+            async with http.get(f"{base}/api/v1/targets") as resp:
+                prom = await resp.json()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    [row] = body["targets"]
+    assert (row["name"], row["source"], row["health"]) == ("static-1", "static", "down")
+    assert row["last_error"].startswith("connection failed")
+    files = [s for s in body["sources"] if s["kind"] == "file"]
+    assert files[0]["path"] == str(broken) and "invalid YAML/JSON" in files[0]["error"]
+    [active] = prom["data"]["activeTargets"]
+    assert active["scrapeUrl"] == url and active["health"] == "down"
+    assert active["lastError"].startswith("connection failed")
