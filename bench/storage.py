@@ -137,7 +137,10 @@ async def run(url: str, servers: int, hours: int) -> None:
         await migrate(pool)
         for t in fleet.targets:
             await pool.execute(
-                "INSERT INTO servers (id, name, url) VALUES ($1, $2, $3)", t.server_id, t.name, t.url
+                "INSERT INTO servers (id, name, url) VALUES ($1, $2, $3)",
+                t.server_id,
+                t.name,
+                t.url,
             )
         writer = SampleWriter(pool, "node")
         ingest_wall = ingest_cpu = compact_wall = 0.0
@@ -177,9 +180,7 @@ async def run(url: str, servers: int, hours: int) -> None:
                 "CREATE TABLE naive (series_id bigint, ts timestamptz, value float8,"
                 " PRIMARY KEY (series_id, ts))"
             )
-            await conn.execute(
-                "INSERT INTO naive SELECT series_id, ts, value FROM samples"
-            )
+            await conn.execute("INSERT INTO naive SELECT series_id, ts, value FROM samples")
             await conn.execute(
                 "INSERT INTO naive SELECT c.series_id,"
                 " to_timestamp((c.first_ms + sum(u.d) OVER (PARTITION BY c.series_id,"
@@ -239,8 +240,10 @@ async def run(url: str, servers: int, hours: int) -> None:
             results.append((label, what, median, worst))
 
         print()
-        print(f"{servers} servers × {len(samples) + 3} series × {hours} h at 15 s = "
-              f"{total:,} samples ({chunk_rows:,} chunks)")
+        print(
+            f"{servers} servers × {len(samples) + 3} series × {hours} h at 15 s = "
+            f"{total:,} samples ({chunk_rows:,} chunks)"
+        )
         print()
         print("| storage | bytes | bytes per sample | vs naive with key |")
         print("|---|---|---|---|")
@@ -257,9 +260,15 @@ async def run(url: str, servers: int, hours: int) -> None:
         print()
         print("| ingest | value |")
         print("|---|---|")
-        print(f"| samples per second through SampleWriter (COPY), wall | {total / ingest_wall:,.0f} |")
-        print(f"| collector CPU per 1,000 samples (writer side) | {ingest_cpu / total * 1e6:.1f} ms |")
-        print(f"| compaction + rollups per hour of {servers} servers | {compact_wall / hours:.2f} s |")
+        print(
+            f"| samples per second through SampleWriter (COPY), wall | {total / ingest_wall:,.0f} |"
+        )
+        print(
+            f"| collector CPU per 1,000 samples (writer side) | {ingest_cpu / total * 1e6:.1f} ms |"
+        )
+        print(
+            f"| compaction + rollups per hour of {servers} servers | {compact_wall / hours:.2f} s |"
+        )
         print()
         print("| query (one server, last 24 h unless said) | answer | median | worst |")
         print("|---|---|---|---|")
