@@ -187,6 +187,14 @@ class StorageReader:
         return sorted((dict(s) for s in found), key=lambda s: sorted(s.items()))
 
     async def label_names(self, matchers: Sequence[Matcher], start: float, end: float) -> list[str]:
+        if not matchers and self._split(start, end) != start:
+            # Grafana asks this without a selector: answer from the index, not series by series
+            # (like Prometheus' block index, a series counts whatever its samples' times).
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT DISTINCT jsonb_object_keys(labels) AS k FROM series"
+                )
+            return sorted({"__name__", *(r["k"] for r in rows)})
         names: set[str] = set()
         for labels in await self._active(matchers, start, end):
             names.update(k for k, v in labels.items() if v != "")
@@ -195,6 +203,15 @@ class StorageReader:
     async def label_values(
         self, name: str, matchers: Sequence[Matcher], start: float, end: float
     ) -> list[str]:
+        if not matchers and self._split(start, end) != start:
+            async with self.pool.acquire() as conn:
+                if name == "__name__":
+                    rows = await conn.fetch("SELECT DISTINCT metric AS v FROM series")
+                else:
+                    rows = await conn.fetch(
+                        "SELECT DISTINCT labels->>$1 AS v FROM series WHERE labels ? $1", name
+                    )
+            return sorted(r["v"] for r in rows if r["v"])
         values: set[str] = set()
         for labels in await self._active(matchers, start, end):
             value = labels.get(name, "")

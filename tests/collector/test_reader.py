@@ -210,3 +210,23 @@ async def test_the_chart_reader_buckets_one_servers_series_with_min_max_avg_last
     assert b.last == [5.0, 50.0]
     # 10 + 20 + 5 (restarted from zero), then 10 + 5 + 0 + 30 (from the previous bucket's 5)
     assert b.increase == [35.0, 45.0]
+
+
+async def test_label_names_and_values_without_a_selector_come_from_the_index(
+    pool: asyncpg.Pool, fleet: tuple[Target, Target]
+) -> None:
+    reader = StorageReader(pool, max_series=1)  # would refuse a series-by-series answer
+    assert await reader.label_names([], T0, T0 + 60) == [
+        "__name__",
+        "cpu",
+        "env",
+        "instance",
+        "job",
+        "mode",
+    ]
+    assert await reader.label_values("instance", [], T0, T0 + 60) == [
+        "10.0.0.1:9190",
+        "10.0.0.2:9190",
+    ]
+    assert "node_load1" in await reader.label_values("__name__", [], T0, T0 + 60)
+    assert await reader.label_values("nope", [], T0, T0 + 60) == []
