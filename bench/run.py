@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("exporter.py", "parser.py", "promql.py", "dashboard.py", "rules.py")
+BENCHMARKS = ("exporter.py", "parser.py", "promql.py", "dashboard.py", "rules.py", "fleet.py")
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,413 @@
+"""Fleet benchmark: the collector scraping N fake exporters at 15 s, beside Debian's prometheus.
+
+    .venv/bin/python bench/fleet.py [--sizes 100,1000] [--warmup 20] [--duration 60]
+                                    [--database-url URL]
+
+For each N in ``--sizes``, in one run:
+
+1. One process (this script with ``--serve``) serves N paths ``/t/<i>/metrics`` on 127.0.0.1
+   with one real vpsmon exporter payload (rendered once by vpsmon.exporter's collection code on
+   this machine, gzip when asked, HTTP/1.1 keep-alive).
+2. ``vpsmon collector run`` scrapes the N paths every 15 s as static targets into a fresh
+   database of its own on ``--database-url`` (dropped at the end; backfill off, since the fake
+   exporters have no /history), and Debian's ``prometheus`` scrapes the same N paths every 15 s
+   into a temporary TSDB.
+3. After ``--warmup`` seconds, CPU (psutil ``cpu_times``, user + system) of the collector, of
+   the PostgreSQL backends serving its database, and of prometheus is measured over
+   ``--duration`` seconds; RSS at the end. Samples per second: the collector's rows stored in
+   the window (by sample time), prometheus' ``prometheus_tsdb_head_samples_appended_total``.
+4. Bytes per sample: the raw partition the collector wrote (heap + indexes, after VACUUM)
+   against the same rows in a plain ``(series_id, ts, value)`` table with its primary key.
+   Compaction into chunks and the 24 h query need a day of data; bench/storage.py measures
+   those (docs/benchmarks.md, "Sample store").
+
+Prints a Markdown table (docs/benchmarks.md). Not a test: the numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import http.server
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+def _bench(name: str) -> Any:
+    """A sibling benchmark script as a module (bench/ is no package; ``exporter`` is taken)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_exporter = _bench("exporter")
+_storage = _bench("storage")
+free_port, machine = _exporter.free_port, _exporter.machine
+fresh_database, drop_database = _storage.fresh_database, _storage.drop_database
+
+VPSMON = str(Path(sys.executable).with_name("vpsmon"))
+PROMETHEUS = "/usr/bin/prometheus"
+INTERVAL = 15
+
+
+def render_payload() -> bytes:
+    """One real exporter payload of this machine, as `vpsmon exporter run` serves it."""
+    from vpsmon.exporter.collection import Collection
+    from vpsmon.exporter.collectors import COLLECTORS
+    from vpsmon.exporter.collectors.base import Context
+    from vpsmon.exporter.config import load_config
+
+    config = load_config(None, env={})
+    payload = Collection(COLLECTORS, Context(options=config.options)).collect_once()
+    text = payload.text
+    return text if isinstance(text, bytes) else text.encode()
+
+
+def serve(port: int, payload_file: str) -> None:
+    """The fake exporters: every path /t/<i>/metrics answers the same payload."""
+    body = Path(payload_file).read_bytes()
+    zipped = gzip.compress(body, 6)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 — http.server's name
+            if not (self.path.startswith("/t/") and self.path.endswith("/metrics")):
+                self.send_error(404)
+                return
+            data = body
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            if "gzip" in self.headers.get("Accept-Encoding", ""):
+                data = zipped
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def wait_port(port: int, popen: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise SystemExit(f"{what} exited with {popen.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"{what} did not listen on {port} within {timeout:.0f}s")
+
+
+def stop(popen: subprocess.Popen[bytes]) -> None:
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(20)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+
+
+def backends(database: str) -> dict[int, psutil.Process]:
+    """PostgreSQL backend processes connected to `database` (their title names it)."""
+    found = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or ())
+        if cmd.startswith("postgres: ") and f" {database} " in cmd:
+            found[proc.pid] = proc
+    return found
+
+
+def cpu(proc: psutil.Process) -> float:
+    try:
+        t = proc.cpu_times()
+        return float(t.user + t.system)
+    except psutil.Error:
+        return float("nan")
+
+
+def prometheus_appended(port: int) -> float:
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 — our own 127.0.0.1
+        for line in r.read().decode().splitlines():
+            if line.startswith("prometheus_tsdb_head_samples_appended_total"):
+                return float(line.rsplit(" ", 1)[1])
+    return float("nan")
+
+
+async def stored(url: str, t0: float, t1: float) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        n: int = await conn.fetchval(
+            "SELECT count(*) FROM samples WHERE ts >= to_timestamp($1) AND ts < to_timestamp($2)",
+            t0,
+            t1,
+        )
+        return n
+    finally:
+        await conn.close()
+
+
+async def disk(url: str) -> tuple[int, int, int, int]:
+    """(rows, bytes of the raw partitions, of the same rows as naive keyed rows, compacted)."""
+    from vpsmon.collector.storage import maintenance
+    from vpsmon.collector.storage.db import connect_pool
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("VACUUM ANALYZE samples")
+        parts = await conn.fetch(
+            "SELECT c.oid::regclass::text AS name FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'samples'::regclass"
+        )
+        raw = 0
+        for p in parts:
+            raw += await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", p["name"])
+        rows = await conn.fetchval("SELECT count(*) FROM samples")
+        await conn.execute(
+            "CREATE TABLE naive (series_id bigint, ts timestamptz, value float8,"
+            " PRIMARY KEY (series_id, ts))"
+        )
+        await conn.execute("INSERT INTO naive SELECT series_id, ts, value FROM samples")
+        await conn.execute("VACUUM ANALYZE naive")
+        naive = await conn.fetchval("SELECT pg_total_relation_size('naive')")
+    finally:
+        await conn.close()
+    # Compact what the collector wrote as it will once the hour has closed.
+    pool = await connect_pool(url, max_size=2)
+    try:
+        await maintenance.maintain(pool, time.time() + 3600 + maintenance.GRACE + 1)
+        async with pool.acquire() as conn:
+            await conn.execute("VACUUM ANALYZE")
+            compacted = 0
+            for table in ("sample_chunks", "samples"):
+                compacted += await conn.fetchval(
+                    "SELECT pg_total_relation_size($1::regclass)", table
+                )
+            for p in await conn.fetch(
+                "SELECT c.oid::regclass::text AS name FROM pg_inherits i JOIN pg_class c"
+                " ON c.oid = i.inhrelid WHERE i.inhparent = 'samples'::regclass"
+            ):
+                compacted += await conn.fetchval(
+                    "SELECT pg_total_relation_size($1::regclass)", p["name"]
+                )
+    finally:
+        await pool.close()
+    return rows, raw, naive, compacted
+
+
+def run_size(n: int, args: argparse.Namespace, payload_file: Path, series: int) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix=f"vpsmon-bench-fleet-{n}-"))
+    name, url = asyncio.run(fresh_database(args.database_url))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        fake_port = free_port()
+        fake = subprocess.Popen(  # noqa: S603
+            [sys.executable, __file__, "--serve", str(fake_port), str(payload_file)]
+        )
+        procs.append(fake)
+        wait_port(fake_port, fake, "fake exporters")
+        paths = [f"/t/{i}/metrics" for i in range(n)]
+
+        web = free_port()
+        lines = [
+            f"database_url: {url}",
+            f"listen: 127.0.0.1:{web}",
+            f"data_dir: {tmp / 'data'}",
+            "scrape:",
+            f"  interval: {INTERVAL}s",
+            "  backfill: false",
+            "targets:",
+        ]
+        lines += [
+            f"  - {{name: fake-{i}, url: 'http://127.0.0.1:{fake_port}{p}'}}"
+            for i, p in enumerate(paths)
+        ]
+        (tmp / "collector.yml").write_text("\n".join(lines) + "\n")
+        collector = subprocess.Popen(  # noqa: S603
+            [VPSMON, "collector", "run", "-c", str(tmp / "collector.yml")],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp / "collector.log", "wb"),  # noqa: SIM115
+        )
+        procs.append(collector)
+
+        prom_port = free_port()
+        prom_lines = [
+            "global:",
+            f"  scrape_interval: {INTERVAL}s",
+            "scrape_configs:",
+            "  - job_name: fake",
+            "    static_configs:",
+        ]
+        for i, p in enumerate(paths):
+            prom_lines.append(f"      - targets: ['127.0.0.1:{fake_port}']")
+            prom_lines.append(f"        labels: {{instance: fake-{i}, __metrics_path__: '{p}'}}")
+        (tmp / "prometheus.yml").write_text("\n".join(prom_lines) + "\n")
+        prometheus = None
+        if Path(PROMETHEUS).exists() and not args.no_prometheus:
+            prometheus = subprocess.Popen(  # noqa: S603
+                [
+                    PROMETHEUS,
+                    f"--config.file={tmp / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=open(tmp / "prometheus.log", "wb"),  # noqa: SIM115
+            )
+            procs.append(prometheus)
+            wait_port(prom_port, prometheus, "prometheus")
+        wait_port(web, collector, "vpsmon collector")
+
+        print(f"N={n}: warming up {args.warmup:.0f}s", file=sys.stderr, flush=True)
+        time.sleep(args.warmup)
+        load0 = os.getloadavg()[0]
+        col = psutil.Process(collector.pid)
+        pg0 = {pid: (p, cpu(p)) for pid, p in backends(name).items()}
+        c0 = cpu(col)
+        pr0 = cpu(psutil.Process(prometheus.pid)) if prometheus else float("nan")
+        ap0 = prometheus_appended(prom_port) if prometheus else float("nan")
+        w0 = time.time()
+        m0 = time.monotonic()
+        print(f"N={n}: measuring {args.duration:.0f}s", file=sys.stderr, flush=True)
+        time.sleep(args.duration)
+        wall = time.monotonic() - m0
+        w1 = time.time()
+        c1 = cpu(col)
+        pg = sum(cpu(p) - before for p, before in pg0.values() if cpu(p) == cpu(p))
+        pr1 = cpu(psutil.Process(prometheus.pid)) if prometheus else float("nan")
+        ap1 = prometheus_appended(prom_port) if prometheus else float("nan")
+        col_rss = col.memory_info().rss
+        prom_rss = psutil.Process(prometheus.pid).memory_info().rss if prometheus else float("nan")
+        load1 = os.getloadavg()[0]
+        time.sleep(5)  # the writer's last batch of the window
+        rows_window = asyncio.run(stored(url, w0, w1))
+        for p in procs[1:]:
+            stop(p)
+        rows, raw, naive, compacted = asyncio.run(disk(url))
+        return {
+            "n": n,
+            "wall": wall,
+            "collector_cpu": (c1 - c0) / wall,
+            "pg_cpu": pg / wall,
+            "prom_cpu": (pr1 - pr0) / wall,
+            "collector_rss": col_rss,
+            "prom_rss": prom_rss,
+            "rate": rows_window / (w1 - w0),
+            "prom_rate": (ap1 - ap0) / wall,
+            "expected": n * series / INTERVAL,
+            "rows": rows,
+            "raw": raw,
+            "naive": naive,
+            "compacted": compacted,
+            "load": (load0, load1),
+        }
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        asyncio.run(drop_database(args.database_url, name))
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--serve"]:
+        serve(int(argv[1]), argv[2])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000", help="comma-separated N")
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring")
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per N")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("VPSMON_BENCH_DATABASE_URL")
+        or os.environ.get("VPSMON_TEST_DATABASE_URL"),
+        help="a PostgreSQL server to create the benchmark database on",
+    )
+    parser.add_argument("--no-prometheus", action="store_true", help="the collector alone")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    args = parser.parse_args(argv)
+    if not args.database_url:
+        print(
+            "fleet: skipped, set VPSMON_BENCH_DATABASE_URL (a PostgreSQL to create a database on)"
+        )
+        return 0
+    payload = render_payload()
+    series = sum(1 for line in payload.decode().splitlines() if line and line[0] != "#")
+    series += 3  # up, scrape_duration_seconds, scrape_samples_scraped
+    with tempfile.NamedTemporaryFile(prefix="vpsmon-bench-payload-", delete=False) as f:
+        f.write(payload)
+    results = []
+    try:
+        for n in (int(s) for s in args.sizes.split(",")):
+            results.append(run_size(n, args, Path(f.name), series))
+    finally:
+        os.unlink(f.name)
+
+    print()
+    print(f"Machine: {machine()}; payload {len(payload):,} bytes, {series} series per target")
+    print()
+    print(
+        "| targets | collector CPU | + its PostgreSQL backends | collector RSS"
+        " | prometheus CPU | prometheus RSS | samples/s stored (expected) | prometheus samples/s"
+        " | load average |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['n']:,} | {r['collector_cpu'] * 100:.1f}% of a core"
+            f" | {(r['collector_cpu'] + r['pg_cpu']) * 100:.1f}%"
+            f" | {r['collector_rss'] / 2**20:.1f} MiB"
+            f" | {r['prom_cpu'] * 100:.1f}% | {r['prom_rss'] / 2**20:.1f} MiB"
+            f" | {r['rate']:,.0f} ({r['expected']:,.0f}) | {r['prom_rate']:,.0f}"
+            f" | {r['load'][0]:.1f} → {r['load'][1]:.1f} |"
+        )
+    print()
+    print(
+        "| targets | rows stored | naive keyed row | raw partitions (before compaction)"
+        " | compacted chunks | naive / compacted |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        rows = max(r["rows"], 1)
+        print(
+            f"| {r['n']:,} | {r['rows']:,} | {r['naive'] / rows:.1f} B/sample"
+            f" | {r['raw'] / rows:.1f} B/sample | {r['compacted'] / rows:.2f} B/sample"
+            f" | {r['naive'] / max(r['compacted'], 1):.1f}× |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
