@@ -326,6 +326,17 @@ async def _add_rollups(
             i = j
 
 
+def _append_acc(b: Buckets, acc: _Acc, keys: list[float]) -> None:
+    for t in keys:
+        mn, mx, sm, cnt, _, lst, inc = acc[t]
+        b.timestamps.append(t)
+        b.min.append(mn)
+        b.max.append(mx)
+        b.avg.append(sm / cnt)
+        b.last.append(lst)
+        b.increase.append(inc)
+
+
 async def fetch_buckets(
     conn: asyncpg.Connection,
     ids: list[int],
@@ -367,21 +378,29 @@ async def fetch_buckets(
         acc = found.get(series_id, {})
         col = columns.get(series_id)
         b = out[series_id] = Buckets()
-        if col is not None and acc and col.t[-1] >= min(acc):
-            # Rare: rows folded whole overlap other buckets; merge them one by one.
-            for i, t in enumerate(col.t):
-                part = [col.mn[i], col.mx[i], col.sm[i], col.cnt[i], col.lt[i], col.lst[i]]
-                _merge_into(acc, t, [*part, col.inc[i]])
-            col = None
+        keys = sorted(acc)
+        before: list[float] = keys
+        after: list[float] = []
+        if col is not None and keys:
+            # Buckets from rows folded one by one (a range's partial first hour, the newest
+            # raw samples) usually lie before or after the whole rows, and go around them.
+            lo = bisect.bisect_left(keys, col.t[0])
+            hi = bisect.bisect_right(keys, col.t[-1])
+            if lo < hi:
+                # Rare: they fall among the whole rows' buckets; merge them one by one.
+                for i, t in enumerate(col.t):
+                    part = [col.mn[i], col.mx[i], col.sm[i], col.cnt[i], col.lt[i], col.lst[i]]
+                    _merge_into(acc, t, [*part, col.inc[i]])
+                before, col = sorted(acc), None
+            else:
+                before, after = keys[:lo], keys[hi:]
+        _append_acc(b, acc, before)
         if col is not None:
-            # The usual case: whole rollup rows, then the newest raw buckets after them.
-            b.timestamps, b.min, b.max, b.last, b.increase = col.t, col.mn, col.mx, col.lst, col.inc
-            b.avg = [sm / cnt for sm, cnt in zip(col.sm, col.cnt, strict=True)]
-        for t, (mn, mx, sm, cnt, _, lst, inc) in sorted(acc.items()):
-            b.timestamps.append(t)
-            b.min.append(mn)
-            b.max.append(mx)
-            b.avg.append(sm / cnt)
-            b.last.append(lst)
-            b.increase.append(inc)
+            b.timestamps.extend(col.t)
+            b.min.extend(col.mn)
+            b.max.extend(col.mx)
+            b.last.extend(col.lst)
+            b.increase.extend(col.inc)
+            b.avg.extend(sm / cnt for sm, cnt in zip(col.sm, col.cnt, strict=True))
+        _append_acc(b, acc, after)
     return out
