@@ -349,6 +349,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--servers", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--live", type=float, default=10.0, help="seconds of live updates")
+    parser.add_argument(
+        "--history-only", action="store_true", help="skip the overview and browser phases"
+    )
     args = parser.parse_args(argv)
     if not args.database_url:
         print("dashboard: skipped (set VPSMON_BENCH_DATABASE_URL or --database-url)")
@@ -361,10 +364,13 @@ def main(argv: list[str]) -> int:
         site.call(site.start())
         base = f"http://127.0.0.1:{site.port}"
         print(f"{args.servers} servers set up in {time.perf_counter() - t0:.1f} s\n")
-        rows = site.call(http_phase(base, args.repeat, ["/", "/api/servers"]))
-        print(f"### Overview, {args.servers} servers (HTTP)\n")
-        table(rows, lambda p: f"GET {p}")
-        if shutil.which(CHROMIUM):
+        if not args.history_only:
+            rows = site.call(http_phase(base, args.repeat, ["/", "/api/servers"]))
+            print(f"### Overview, {args.servers} servers (HTTP)\n")
+            table(rows, lambda p: f"GET {p}")
+        if args.history_only:
+            print("(--history-only: overview and browser phases skipped)")
+        elif shutil.which(CHROMIUM):
             b = browser_phase(site, base, max(3, args.repeat // 4), args.live)
             print(f"\n### Overview in Chromium, {args.servers} servers\n")
             print("| measure | value |\n|---|---|")

@@ -56,18 +56,28 @@ async def history(
                 step,
             )
         b = series.buckets
+        values = b.last if counter else b.avg
+        n = len(b.timestamps)
+        k0 = round(b.timestamps[0] / step) - first
+        if 0 <= k0 and k0 + n <= length and round(b.timestamps[-1] / step) - first == k0 + n - 1:
+            # The usual case: a bucket in every step, laid on the grid in one slice.
+            g.values[k0 : k0 + n] = values
+            if g.increase is not None:
+                g.increase[k0 + 1 : k0 + n] = b.increase[1:]
+            continue
         for i, ts in enumerate(b.timestamps):
             k = round(ts / step) - first
             if 0 <= k < length:
-                g.values[k] = b.last[i] if counter else b.avg[i]
+                g.values[k] = values[i]
                 # The range's first bucket lacks the growth up to its first sample.
                 if g.increase is not None and i > 0:
                     g.increase[k] = b.increase[i]
     charts = build(list(grid.values()), length)
     keep = columns_to_keep(charts, length)
-    for c in charts:
-        for line in c["series"]:
-            line["values"] = [line["values"][i] for i in keep]
+    if keep != list(range(length)):
+        for c in charts:
+            for line in c["series"]:
+                line["values"] = [line["values"][i] for i in keep]
     return {
         "start": start,
         "end": end,
@@ -85,11 +95,9 @@ def columns_to_keep(charts: list[dict[str, Any]], length: int) -> list[int]:
     islands between empty steps that a chart cannot join into a line; a gap of more than
     three usual spacings (the server was down) stays visible as a break.
     """
-    present = [
-        i
-        for i in range(length)
-        if any(line["values"][i] is not None for c in charts for line in c["series"])
-    ]
+    lines = [line["values"] for c in charts for line in c["series"]]
+    columns = enumerate(zip(*lines, strict=True))
+    present = [i for i, column in columns if column.count(None) < len(lines)]
     if len(present) < 2:
         return present
     spacings = sorted(b - a for a, b in zip(present, present[1:], strict=False))
