@@ -141,6 +141,34 @@ async def test_rollups_give_the_same_chart_as_the_raw_samples(pool: asyncpg.Pool
     assert total == pytest.approx(expected)
 
 
+async def test_a_chart_mixing_whole_rollup_rows_gappy_rows_and_raw_rows_matches_the_raw_one(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_target(pool)
+    # Five hours; ten minutes missing in the third (its rollup row has a hole, so it is folded
+    # entry by entry between whole rows); the fifth hour stays raw.
+    results = scrapes(target, DAY0, 5 * 240)
+    await write(pool, results[: 480 + 40] + results[480 + 80 :])
+    start, end = DAY0 + 1830, DAY0 + 5 * HOUR - 15
+    charts = ChartReader(StorageReader(pool))
+    metric = name_is("node_network_receive_bytes_total")
+    raw = await charts.chart(metric, start, end, points=140, now=end)
+    assert raw.step == 120
+
+    report = await maintain(pool, DAY0 + 4 * HOUR + 700)
+    assert len(report.compacted) + len(report.late_merged) == 4
+    rolled = await charts.chart(metric, start, end, points=140, now=end)
+    assert rolled.resolution == "1m"
+    a, b = raw.series[0].buckets, rolled.series[0].buckets
+    assert b.timestamps == a.timestamps
+    assert DAY0 + 2 * HOUR + 600 not in b.timestamps  # the hole stays a hole
+    # (The first bucket starts mid-minute: rollups cannot split a minute.)
+    assert b.min[1:] == a.min[1:] and b.max[1:] == a.max[1:]
+    assert b.last == a.last
+    assert b.avg[1:] == pytest.approx(a.avg[1:])
+    assert b.increase[1:] == pytest.approx(a.increase[1:])
+
+
 async def test_late_rows_merge_into_their_compacted_hour_exactly_once(pool: asyncpg.Pool) -> None:
     target = await add_target(pool)
     results = scrapes(target, DAY0, 240)
