@@ -65,34 +65,24 @@ def safe(fn: Callable[[float], float]) -> Callable[[float], float]:
     return wrapped
 
 
-def ln(v: float) -> float:
-    if v == 0:
-        return -INF
-    if v < 0 or v != v:
-        return NAN
-    if math.isinf(v):
-        return INF
-    return math.log(v)
+def _logarithm(log: Callable[[float], float]) -> Callable[[float], float]:
+    """A logarithm with Go's edge cases: log(0) = -Inf, negative or NaN is NaN, log(+Inf) = +Inf."""
+
+    def apply(v: float) -> float:
+        if v == 0:
+            return -INF
+        if v < 0 or v != v:
+            return NAN
+        if math.isinf(v):
+            return INF
+        return log(v)
+
+    return apply
 
 
-def log2(v: float) -> float:
-    if v == 0:
-        return -INF
-    if v < 0 or v != v:
-        return NAN
-    if math.isinf(v):
-        return INF
-    return math.log2(v)
-
-
-def log10(v: float) -> float:
-    if v == 0:
-        return -INF
-    if v < 0 or v != v:
-        return NAN
-    if math.isinf(v):
-        return INF
-    return math.log10(v)
+ln = _logarithm(math.log)
+log2 = _logarithm(math.log2)
+log10 = _logarithm(math.log10)
 
 
 def sqrt(v: float) -> float:
