@@ -135,6 +135,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             hostname=socket.gethostname(),
             features=sorted(self.guard.features),
             run_as=self.run_as.name,
+            file_roots=[str(r) for r in self.policy.file_roots]
+            if "files" in self.guard.features
+            else [],
         )
 
     # ---------------------------------------------------------------- exec

@@ -139,6 +139,12 @@ async def test_info_tells_the_enabled_features_and_the_run_as_user(
         info = await agent_pb2_grpc.AgentStub(ch).Info(pb.InfoRequest(), metadata=auth(setup))
     assert list(info.features) == ["exec", "files"]
     assert info.run_as == "nobody"
+    # The file manager starts in the policy's roots; without the files feature none are told.
+    assert list(info.file_roots) == [str(setup.roots.resolve())]
+    exec_only = await running("exec")
+    async with channel(setup, port_of(exec_only)) as ch:
+        info = await agent_pb2_grpc.AgentStub(ch).Info(pb.InfoRequest(), metadata=auth(setup))
+    assert list(info.file_roots) == []
 
 
 async def test_a_client_without_the_pinned_certificate_is_refused_before_anything_runs(

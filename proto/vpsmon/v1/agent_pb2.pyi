@@ -11,16 +11,18 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("version", "hostname", "features", "run_as")
+    __slots__ = ("version", "hostname", "features", "run_as", "file_roots")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     RUN_AS_FIELD_NUMBER: _ClassVar[int]
+    FILE_ROOTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     hostname: str
     features: _containers.RepeatedScalarFieldContainer[str]
     run_as: str
-    def __init__(self, version: _Optional[str] = ..., hostname: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., run_as: _Optional[str] = ...) -> None: ...
+    file_roots: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., hostname: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., run_as: _Optional[str] = ..., file_roots: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecRequest(_message.Message):
     __slots__ = ("argv", "cwd", "env", "timeout_seconds", "stdin")
