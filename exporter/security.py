@@ -61,17 +61,20 @@ class CertificatePaths:
     key: Path
 
 
-def auto_paths(state_dir: Path) -> CertificatePaths:
-    return CertificatePaths(state_dir / CERT_NAME, state_dir / KEY_NAME)
+def auto_paths(state_dir: Path, stem: str = "exporter") -> CertificatePaths:
+    return CertificatePaths(state_dir / f"{stem}.crt", state_dir / f"{stem}.key")
 
 
-def ensure_self_signed(state_dir: Path, hostname: str | None = None) -> CertificatePaths:
-    """The certificate in `state_dir`, made on the first call (an EC P-256 key pair).
+def ensure_self_signed(
+    state_dir: Path, hostname: str | None = None, *, stem: str = "exporter"
+) -> CertificatePaths:
+    """The certificate `stem`.crt/.key in `state_dir`, made on the first call (EC P-256).
 
-    Uses the `openssl` command: the `cryptography` package is not part of the light exporter
-    install, and every distribution we target ships openssl.
+    The collector makes its own identity with the same function (stem "collector",
+    collector/fleet/identity.py). Uses the `openssl` command: the `cryptography` package is
+    not part of the light exporter install, and every distribution we target ships openssl.
     """
-    paths = auto_paths(state_dir)
+    paths = auto_paths(state_dir, stem)
     if paths.cert.exists() and paths.key.exists():
         return paths
     openssl = shutil.which("openssl")
@@ -89,7 +92,7 @@ def ensure_self_signed(state_dir: Path, hostname: str | None = None) -> Certific
     # Write into a temp dir beside the final files and rename, so a crash halfway never
     # leaves a key without its certificate (or the reverse) for the next start to trust.
     with tempfile.TemporaryDirectory(dir=state_dir, prefix=".new-cert-") as tmp:
-        cert, key = Path(tmp) / CERT_NAME, Path(tmp) / KEY_NAME
+        cert, key = Path(tmp) / paths.cert.name, Path(tmp) / paths.key.name
         cmd = [
             openssl,
             "req",

@@ -26,8 +26,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # started by in-process gRPC servers (see exporter/command/__init__.py).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-# Fixtures every area may use: `dockerd` (a private real dockerd per run), `own_dockerd`.
-pytest_plugins = ("tests.dockerd",)
+# Fixtures every area may use: `dockerd` (a private real dockerd per run), `own_dockerd`;
+# `command_rig` and `enrolled_server` (issue #7: real exporters enrolled with the collector).
+pytest_plugins = ("tests.dockerd", "tests.command_fixtures")
 
 
 def require(condition: bool, reason: str) -> None:

@@ -269,6 +269,33 @@ def collector_run(config_path: Path | None, listen: str | None, data_dir: Path |
     guarded(run)
 
 
+@collector.command("fingerprint")
+@config_option("collector.yml")
+@data_dir_option("Data directory holding the collector's identity (identity/collector.crt).")
+def collector_fingerprint(config_path: Path | None, data_dir: Path | None) -> None:
+    """Print the SHA-256 fingerprint of the collector's certificate (sha256:HEX).
+
+    Exporters pin it when they are enrolled and accept command connections only from this
+    key. The key pair is made in DATA_DIR/identity on first use (here, or the first start).
+
+    \b
+    Examples:
+      vpsmon collector fingerprint
+      vpsmon collector fingerprint --data-dir /var/lib/vpsmon
+    """
+
+    def run() -> None:
+        from vpsmon.collector.config import load_config
+        from vpsmon.collector.fleet.identity import identity_fingerprint
+
+        config = load_config(
+            config_path, overrides={"data_dir": str(data_dir) if data_dir else None}
+        )
+        click.echo(identity_fingerprint(config.data_dir))
+
+    guarded(run)
+
+
 # ---------------------------------------------------------------- exporter
 
 

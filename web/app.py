@@ -18,6 +18,8 @@ from aiohttp import WSMsgType, web
 from vpsmon import __version__
 from vpsmon.collector import accounts, audit, tokens
 from vpsmon.collector.config import CollectorConfig
+from vpsmon.collector.fleet.identity import ensure_identity
+from vpsmon.collector.fleet.pool import AgentPool
 from vpsmon.collector.head import Head
 from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.servers import list_servers
@@ -30,7 +32,7 @@ from vpsmon.web import notify as notify_web
 from vpsmon.web import storage as storage_web
 from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
-from vpsmon.web.keys import CHARTS, CONFIG, HEAD, HUB, LIMITER, POOL, SAMPLES, TRAFFIC
+from vpsmon.web.keys import AGENTS, CHARTS, CONFIG, HEAD, HUB, LIMITER, POOL, SAMPLES, TRAFFIC
 from vpsmon.web.live import LiveHub, Outbox, snapshot_message
 
 log = logging.getLogger("vpsmon.web")
@@ -49,6 +51,7 @@ def create_app(
     head: Head,
     traffic: TrafficAccountant | None = None,
     notify: NotifyService | None = None,
+    agents: AgentPool | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[security_headers, session_middleware], client_max_size=1024 * 1024
@@ -59,6 +62,10 @@ def create_app(
     app[SAMPLES] = StorageReader(pool, recent=head.recent)
     app[CHARTS] = ChartReader(app[SAMPLES], Retention.of(config))
     app[LIMITER] = auth.LoginLimiter()
+    # The collector's identity (identity/ in the data dir) is made on the first call to an
+    # exporter, not here: building an app must not write files.
+    app[AGENTS] = agents or AgentPool(lambda: ensure_identity(config.data_dir))
+    app.cleanup_ctx.append(_close_agents)
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,  # every value shown is escaped; names may be hostile (issue #5)
@@ -91,6 +98,11 @@ def create_app(
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_expire_sessions)
     return app
+
+
+async def _close_agents(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[AGENTS].close()
 
 
 @web.middleware

@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from vpsmon.collector.config import CollectorConfig
+from vpsmon.collector.fleet.pool import AgentPool
 from vpsmon.collector.head import Head
 from vpsmon.collector.rules.api import RulesApi
 from vpsmon.collector.storage.chart import ChartReader
@@ -27,3 +28,6 @@ CHARTS = web.AppKey("charts", ChartReader)
 WRITER = web.AppKey("writer", SampleWriter)  # set by the collector (collector/app.py)
 # The rule manager's groups, rules and alerts (web/rules.py, /api/v1/rules, /api/v1/alerts).
 RULES = web.AppKey("rules", RulesApi)
+# Pooled, pinned gRPC channels to enrolled exporters, presenting the collector's identity
+# (issue #7; web/command.py open_agent is how handlers use it).
+AGENTS = web.AppKey("agents", AgentPool)

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import ssl
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +52,16 @@ class AgentTarget:
 
 class AgentPool:
     def __init__(
-        self, identity: CertificatePaths, *, call_timeout: float = 30.0, max_channels: int = 1024
+        self,
+        identity: CertificatePaths | Callable[[], CertificatePaths],
+        *,
+        call_timeout: float = 30.0,
+        max_channels: int = 1024,
     ) -> None:
-        self._key = identity.key.read_bytes()
-        self._cert = identity.cert.read_bytes()
+        # A callable is called (and the key read) on the first connection: the web app builds
+        # its pool at start, and a collector that never calls an exporter never needs a key.
+        self._identity = identity
+        self._key_pair: tuple[bytes, bytes] | None = None
         self.call_timeout = call_timeout
         self.max_channels = max_channels
         self._channels: OrderedDict[tuple[str, str], grpc.aio.Channel] = OrderedDict()
@@ -86,10 +93,9 @@ class AgentPool:
                 f"{target.address}: the recorded certificate is not the pinned"
                 f" {target.exporter_fingerprint}; enrol the server again"
             )
+        key, cert = self._own_key_pair()
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=target.exporter_cert,
-            private_key=self._key,
-            certificate_chain=self._cert,
+            root_certificates=target.exporter_cert, private_key=key, certificate_chain=cert
         )
         channel = grpc.aio.secure_channel(
             target.address,
@@ -110,6 +116,12 @@ class AgentPool:
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return channel
+
+    def _own_key_pair(self) -> tuple[bytes, bytes]:
+        if self._key_pair is None:
+            paths = self._identity() if callable(self._identity) else self._identity
+            self._key_pair = (paths.key.read_bytes(), paths.cert.read_bytes())
+        return self._key_pair
 
     async def evict(self, target: AgentTarget) -> None:
         """Close the channel to `target` (re-enrolled, removed)."""
