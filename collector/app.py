@@ -37,6 +37,7 @@ from vpsmon.collector.storage.maintenance import Retention, ensure_partitions, r
 from vpsmon.collector.storage.migrate import migrate
 from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.storage.spool import Spool
+from vpsmon.collector.storage.timescale import prepare as prepare_layout
 from vpsmon.collector.storage.writer import SampleWriter
 from vpsmon.web import promapi
 from vpsmon.web.app import create_app
@@ -81,6 +82,7 @@ async def run_collector(
     pool = await connect_pool(database_url)
     try:
         await migrate(pool)
+        await prepare_layout(pool, config.storage_timescaledb, Retention.of(config))
         async with pool.acquire() as conn:  # this hour's partition before the first write
             await ensure_partitions(conn, time.time())
         created_password = await accounts.ensure_admin(pool, admin_password)

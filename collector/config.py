@@ -17,6 +17,8 @@ from vpsmon.collector.scrape.targetconfig import (
     parse_target_files,
     parse_targets,
 )
+from vpsmon.collector.storage.timescale import Mode
+from vpsmon.collector.storage.timescale import parse_mode as parse_timescaledb_mode
 from vpsmon.config import (
     ConfigError,
     HostPort,
@@ -182,6 +184,14 @@ SETTINGS: tuple[Setting, ...] = (
         parse_duration,
         730 * 86400.0,
         "How long the 1-hour rollups are kept.",
+    ),
+    Setting(
+        "storage.timescaledb",
+        parse_timescaledb_mode,
+        "auto",
+        "Sample store in TimescaleDB hypertables (compressed, retention policies): auto (when"
+        " the extension is usable and the database holds no samples yet), on (required; converts"
+        " a plain store) or off (plain PostgreSQL partitions). See docs/storage.md.",
     ),
     Setting(
         "storage.head.window",
@@ -364,6 +374,7 @@ class CollectorConfig:
     retention_rollup_1h: float = 730 * 86400.0
     spool_max_bytes: int = 1024**3
     head_window: float = 600.0
+    storage_timescaledb: Mode = "auto"
     target_files: tuple[TargetFiles, ...] = ()
     backfill: bool = True
     backfill_max: float = 3600.0
@@ -420,6 +431,7 @@ def load_config(
         retention_rollup_1h=v["storage.retention.rollup_1h"],
         spool_max_bytes=v["storage.spool.max_bytes"],
         head_window=v["storage.head.window"],
+        storage_timescaledb=v["storage.timescaledb"],
         target_files=v["target_files"],
         backfill=v["scrape.backfill"],
         backfill_max=v["scrape.backfill_max"],

@@ -66,9 +66,10 @@ def _db_errors() -> tuple[type[Exception], ...]:
     try:
         from vpsmon.collector.storage.db import DatabaseUnavailable
         from vpsmon.collector.storage.embedded import EmbeddedUnavailable
+        from vpsmon.collector.storage.timescale import StorageLayoutError
     except ImportError:
         return ()
-    return (DatabaseUnavailable, EmbeddedUnavailable)
+    return (DatabaseUnavailable, EmbeddedUnavailable, StorageLayoutError)
 
 
 def guarded(fn: Callable[[], None]) -> None:
@@ -439,7 +440,9 @@ def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
         async def main() -> None:
             from vpsmon.collector.storage.db import connect_pool
             from vpsmon.collector.storage.embedded import EmbeddedPostgres
+            from vpsmon.collector.storage.maintenance import Retention
             from vpsmon.collector.storage.migrate import migrate
+            from vpsmon.collector.storage.timescale import prepare
 
             embedded = None
             url = config.database_url
@@ -450,6 +453,7 @@ def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
                 pool = await connect_pool(url, max_size=1)
                 try:
                     applied = await migrate(pool)
+                    layout = await prepare(pool, config.storage_timescaledb, Retention.of(config))
                 finally:
                     await pool.close()
             finally:
@@ -460,6 +464,7 @@ def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
                     click.echo(f"applied {m.version:03d}_{m.name}")
             else:
                 click.echo("database is up to date")
+            click.echo(f"sample store layout: {layout}")
 
         asyncio.run(main())
 

@@ -59,6 +59,7 @@ class MaintenanceReport:
     late_merged: list[float] = field(default_factory=list)
     days: list[float] = field(default_factory=list)
     deleted_rows: int = 0
+    dropped_chunks: list[str] = field(default_factory=list)  # TimescaleDB layout
     skipped: bool = False  # another collector held the lock
 
 
@@ -100,7 +101,7 @@ async def get_mark(conn: asyncpg.Connection, name: str) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-async def _set_mark(conn: asyncpg.Connection, name: str, value: float) -> None:
+async def set_mark(conn: asyncpg.Connection, name: str, value: float) -> None:
     await conn.execute(
         "INSERT INTO storage_state (name, value) VALUES ($1, $2)"
         " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -110,7 +111,14 @@ async def _set_mark(conn: asyncpg.Connection, name: str, value: float) -> None:
 
 
 async def ensure_partitions(conn: asyncpg.Connection, now: float) -> list[str]:
-    """Create the partitions of the current hour and the next `PARTITIONS_AHEAD` hours."""
+    """Create the partitions of the current hour and the next `PARTITIONS_AHEAD` hours.
+
+    Nothing to do in the TimescaleDB layout: TimescaleDB creates its chunks as rows arrive.
+    """
+    from vpsmon.collector.storage.timescale import layout
+
+    if await layout(conn) == "timescaledb":
+        return []
     have = await partitions(conn)
     compacted = await get_mark(conn, "compacted_until") or 0.0
     created = []
@@ -183,7 +191,7 @@ ON CONFLICT (series_id, block_start) DO UPDATE SET
 # Per minute: min, max, sum, count, last and the counter increase. The increase of the first
 # sample of the hour is taken from the previous hour's last value, so sums of increases over
 # hours have no hole at each hour boundary. NaNs (staleness markers) count for nothing.
-_UPSERT_ROLLUP_1M = """
+UPSERT_ROLLUP_1M = """
 WITH r AS (
     SELECT b.series_id, b.ms, b.value,
            b.value - coalesce(lag(b.value) OVER (PARTITION BY b.series_id ORDER BY b.ms),
@@ -208,7 +216,7 @@ ON CONFLICT (series_id, block_start) DO UPDATE SET
     counts = excluded.counts, lasts = excluded.lasts, incs = excluded.incs
 """
 
-_UPSERT_ROLLUP_1H = """
+UPSERT_ROLLUP_1H = """
 WITH h AS (
     SELECT r.series_id, (extract(epoch FROM r.block_start - $1) / 3600)::smallint AS slot,
            min(u.mn) AS mn, max(u.mx) AS mx, sum(u.sm) AS sm, sum(u.cnt)::integer AS cnt,
@@ -249,7 +257,7 @@ async def compact_block(conn: asyncpg.Connection, block: float) -> list[int]:
         ]
         if ids:
             await conn.execute(_UPSERT_CHUNKS, start)
-            await conn.execute(_UPSERT_ROLLUP_1M, start, _dt(block - HOUR), int(block * 1000))
+            await conn.execute(UPSERT_ROLLUP_1M, start, _dt(block - HOUR), int(block * 1000))
         if have:
             await conn.execute(f"DROP TABLE {name}")
         await conn.execute("DELETE FROM samples_default WHERE ts >= $1 AND ts < $2", start, end)
@@ -257,13 +265,13 @@ async def compact_block(conn: asyncpg.Connection, block: float) -> list[int]:
         daily = await get_mark(conn, "daily_until")
         if ids and daily is not None and day < daily:
             # A late row in a day already rolled up by the hour: redo that day's rows.
-            await conn.execute(_UPSERT_ROLLUP_1H, _dt(day), _dt(day + DAY), ids)
+            await conn.execute(UPSERT_ROLLUP_1H, _dt(day), _dt(day + DAY), ids)
     return ids
 
 
 async def build_day(conn: asyncpg.Connection, day: float) -> None:
     """The hourly rollup of one closed UTC day, from its 1-minute rollups."""
-    await conn.execute(_UPSERT_ROLLUP_1H, _dt(day), _dt(day + DAY), None)
+    await conn.execute(UPSERT_ROLLUP_1H, _dt(day), _dt(day + DAY), None)
 
 
 async def maintain(
@@ -277,7 +285,12 @@ async def maintain(
             report.skipped = True
             return report
         try:
-            await _maintain(conn, now, retention, report)
+            from vpsmon.collector.storage import timescale
+
+            if await timescale.layout(conn) == "timescaledb":
+                await timescale.maintain_step(conn, now, retention, report)
+            else:
+                await _maintain(conn, now, retention, report)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
     return report
@@ -307,8 +320,15 @@ async def _maintain(
         return  # more late hours than one step takes: the watermark waits for them
     compacted = await get_mark(conn, "compacted_until")
     if compacted is None or compacted < horizon:
-        await _set_mark(conn, "compacted_until", horizon)
+        await set_mark(conn, "compacted_until", horizon)
         compacted = horizon
+    await roll_up_days(conn, compacted, report)
+
+
+async def roll_up_days(
+    conn: asyncpg.Connection, compacted: float, report: MaintenanceReport
+) -> None:
+    """The hourly rollups of every day closed before ``compacted`` that has none yet."""
     daily = await get_mark(conn, "daily_until")
     if daily is None:
         first = await conn.fetchval("SELECT min(block_start) FROM rollup_1m")
@@ -318,7 +338,7 @@ async def _maintain(
     while daily + DAY <= compacted:
         async with conn.transaction():
             await build_day(conn, daily)
-            await _set_mark(conn, "daily_until", daily + DAY)
+            await set_mark(conn, "daily_until", daily + DAY)
         report.days.append(daily)
         daily += DAY
 
