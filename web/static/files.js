@@ -178,14 +178,18 @@ function row(entry) {
   tr.dataset.name = entry.name;
   tr.dataset.type = entry.type;
   const name = el("td", "name");
+  const cell = el("div", "name-wrap");
+  name.append(cell);
+  const icon = el("span", "icon " + entry.type);
+  icon.setAttribute("aria-hidden", "true");
   if (entry.type === "dir") {
     const open = el("button", "link entry-name dir", entry.name);
     open.type = "button";
     open.addEventListener("click", () => load(entry.path));
-    name.append(el("span", "icon", "📁"), open);
+    cell.append(icon, open);
   } else {
-    name.append(el("span", "icon", entry.type === "symlink" ? "🔗" : "📄"), el("span", "entry-name", entry.name));
-    if (entry.type === "symlink") name.append(el("span", "muted small link-target", " → " + entry.target));
+    cell.append(icon, el("span", "entry-name", entry.name));
+    if (entry.type === "symlink") cell.append(el("span", "muted small link-target", "→ " + entry.target));
   }
   const actions = el("td", "actions");
   if (entry.type === "file") {
