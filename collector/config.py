@@ -275,6 +275,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log.level", parse_str, "info", "Log level: debug, info, warning or error."),
     Setting(
+        "fleet.exec_concurrency",
+        parse_positive_int,
+        50,
+        "Most servers one fan-out (`vpsmon exec` on a group, the Fleet gRPC service) runs at "
+        "once; a request may ask for fewer.",
+    ),
+    Setting(
+        "fleet.exec_timeout",
+        parse_duration,
+        600.0,
+        "Per-server timeout of a fan-out command unless the request gives its own (the "
+        "exporter's command.exec_timeout caps it).",
+    ),
+    Setting(
         "notify.resolve_timeout",
         parse_duration,
         300.0,
@@ -382,6 +396,8 @@ class CollectorConfig:
     rule_interval: float = 15.0
     external_url: str | None = None
     external_labels: Mapping[str, str] = field(default_factory=dict)
+    fleet_exec_concurrency: int = 50
+    fleet_exec_timeout: float = 600.0
 
 
 def load_config(
@@ -439,6 +455,8 @@ def load_config(
         rule_interval=v["rules.evaluation_interval"],
         external_url=v["rules.external_url"],
         external_labels=v["rules.external_labels"],
+        fleet_exec_concurrency=v["fleet.exec_concurrency"],
+        fleet_exec_timeout=v["fleet.exec_timeout"],
     )
 
 

@@ -32,6 +32,9 @@ COMMANDS = [
     ["token", "list"],
     ["token", "revoke"],
     ["import"],
+    ["exec"],
+    ["shell"],
+    ["login"],
 ]
 
 

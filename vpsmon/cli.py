@@ -473,11 +473,15 @@ def db_migrate(config_path: Path | None, data_dir: Path | None) -> None:
 
 def _add_area_commands() -> None:
     from vpsmon.cli_accounts import token, user
+    from vpsmon.cli_fleet import exec_, login, shell
     from vpsmon.cli_rules import rules
 
     cli.add_command(rules)
     cli.add_command(user)
     cli.add_command(token)
+    cli.add_command(exec_)
+    cli.add_command(shell)
+    cli.add_command(login)
 
 
 _add_area_commands()

@@ -1,0 +1,462 @@
+"""The Fleet gRPC service on the collector's gRPC port (proto/vpsmon/v1/fleet_service.proto).
+
+Every call, before anything runs:
+1. the `authorization: Bearer vpsmon_…` metadata must be an active API token
+   (collector/tokens.py) of an enabled user, else UNAUTHENTICATED; the call acts as that user;
+2. Exec and Pty need the operator role (PERMISSION_DENIED for viewers, audited);
+3. the target or group is resolved among the servers the user may reach (collector/fleet/
+   fanout.py): a server not granted is NOT_FOUND like one that does not exist, and of a
+   group only the granted servers run (the others are counted, never named);
+4. per server, the enrolment record must exist and enable the feature.
+Then each server's run is written to the audit log (`exec` / `pty.open` before it starts,
+`exec.end` / `pty.close` with the outcome after), and bridged to that exporter's Agent
+service through the collector's pooled, pinned connections (collector/fleet/pool.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+import grpc
+
+from vpsmon.collector import audit, tokens
+from vpsmon.collector.access import can_see_server
+from vpsmon.collector.accounts import User, role_allows
+from vpsmon.collector.fleet import fanout
+from vpsmon.collector.fleet.fanout import (
+    Emit,
+    JobError,
+    Outcome,
+    Output,
+    Plan,
+    Selector,
+    SelectorError,
+    Server,
+)
+from vpsmon.collector.fleet.pool import AgentPool, AgentTarget, PinMismatch
+from vpsmon.v1 import agent_pb2 as pb
+from vpsmon.v1 import fleet_service_pb2 as fpb
+from vpsmon.v1 import fleet_service_pb2_grpc
+
+log = logging.getLogger("vpsmon.collector.fleet")
+
+# Added to a command's own timeout for the call's deadline: the exporter kills the command at
+# its timeout and reports it; the deadline only catches an exporter that stops answering.
+DEADLINE_GRACE_SECONDS = 15.0
+# A terminal re-reads its user's token and access this often and closes when either is gone.
+RECHECK_SECONDS = 30.0
+MAX_ARGV_BYTES = 64 * 1024
+
+
+class AgentRecordLike(Protocol):
+    @property
+    def target(self) -> AgentTarget: ...
+
+    @property
+    def features(self) -> frozenset[str]: ...
+
+
+# collector/fleet/agents.py `agent_target(db, server_id)`: the enrolment record, or None.
+AgentLookup = Callable[[asyncpg.Pool, int], Awaitable[AgentRecordLike | None]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: User
+    token_id: int
+    token: str
+    address: str
+
+
+def peer_address(peer: str) -> str:
+    """ "ipv4:127.0.0.1:5000" -> "127.0.0.1"; "ipv6:[::1]:5000" -> "::1"."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6" and rest.startswith("["):
+        return rest[1:].partition("]")[0]
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return peer
+
+
+def bearer(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    return ""
+
+
+def selector_of(message: fpb.FleetSelector) -> Selector:
+    kind = message.WhichOneof("kind")
+    if kind == "target":
+        return Selector(target=message.target)
+    if kind == "group":
+        return Selector(group=message.group)
+    raise SelectorError("name one target (a server name or id) or one group")
+
+
+def server_message(server: Server) -> fpb.FleetServer:
+    return fpb.FleetServer(id=server.id, name=server.name)
+
+
+def plan_message(plan: Plan) -> fpb.FleetPlan:
+    return fpb.FleetPlan(
+        servers=[server_message(s) for s in plan.servers], not_granted=plan.not_granted
+    )
+
+
+def result_message(outcome: Outcome) -> fpb.FleetServerResult:
+    result = fpb.FleetServerResult(
+        server=server_message(outcome.server),
+        error=outcome.error,
+        error_code=outcome.error_code,
+        duration_seconds=outcome.duration,
+    )
+    if outcome.exit_code is not None:
+        result.exit.CopyFrom(
+            pb.ExitStatus(
+                code=outcome.exit_code, signal=outcome.signal, timed_out=outcome.timed_out
+            )
+        )
+    return result
+
+
+class FleetService(fleet_service_pb2_grpc.FleetServicer):
+    def __init__(
+        self,
+        db: asyncpg.Pool,
+        agents: AgentPool,
+        lookup: AgentLookup,
+        *,
+        concurrency: int = 50,
+        exec_timeout: float = 600.0,
+    ) -> None:
+        self.db = db
+        self.agents = agents
+        self.lookup = lookup
+        self.concurrency = concurrency
+        self.exec_timeout = exec_timeout
+
+    # ---------------------------------------------------------------- checks
+
+    async def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        token = bearer(context)
+        found = await tokens.authenticate_token(self.db, token) if token else None
+        if found is None:
+            log.warning("fleet call refused peer=%s reason=bad token", context.peer())
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "a valid API token is required (authorization: Bearer vpsmon_…)",
+            )
+        assert found is not None  # abort() raised otherwise
+        return Caller(found[0], found[1], token, peer_address(context.peer()))
+
+    async def _audit(
+        self,
+        caller: Caller,
+        action: str,
+        server_id: int | None = None,
+        *,
+        success: bool = True,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        await audit.record(
+            self.db,
+            action,
+            user=caller.user,
+            server_id=server_id,
+            address=caller.address,
+            success=success,
+            detail={**(detail or {}), "via": "grpc", "api_token_id": caller.token_id},
+        )
+
+    async def _require_operator(
+        self, context: grpc.aio.ServicerContext, caller: Caller, action: str, detail: dict[str, Any]
+    ) -> None:
+        if role_allows(caller.user.role, "operator"):
+            return
+        await self._audit(
+            caller, action, success=False, detail={**detail, "error": "needs the operator role"}
+        )
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{action} needs the operator role")
+
+    async def _resolve(
+        self,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+        selector: fpb.FleetSelector,
+        action: str | None,
+        detail: dict[str, Any],
+    ) -> Plan:
+        error: SelectorError
+        try:
+            return await fanout.resolve(self.db, caller.user, selector_of(selector))
+        except SelectorError as err:
+            error = err
+        if action is not None:
+            await self._audit(caller, action, success=False, detail={**detail, "error": str(error)})
+        code = (
+            grpc.StatusCode.NOT_FOUND
+            if isinstance(error, fanout.TargetNotFound)
+            else grpc.StatusCode.INVALID_ARGUMENT
+        )
+        await context.abort(code, str(error))
+        raise AssertionError("unreachable")  # abort() raises
+
+    # ---------------------------------------------------------------- WhoAmI, Resolve
+
+    async def WhoAmI(
+        self, request: fpb.WhoAmIRequest, context: grpc.aio.ServicerContext
+    ) -> fpb.WhoAmIResponse:
+        caller = await self._caller(context)
+        return fpb.WhoAmIResponse(username=caller.user.username, role=caller.user.role)
+
+    async def Resolve(
+        self, request: fpb.FleetSelector, context: grpc.aio.ServicerContext
+    ) -> fpb.FleetPlan:
+        caller = await self._caller(context)
+        return plan_message(await self._resolve(context, caller, request, None, {}))
+
+    # ---------------------------------------------------------------- Exec
+
+    async def Exec(
+        self, request: fpb.FleetExecRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[fpb.FleetExecEvent]:
+        caller = await self._caller(context)
+        argv = list(request.exec.argv)
+        detail: dict[str, Any] = {"argv": argv, "target": _describe(request.selector)}
+        if request.exec.cwd:
+            detail["cwd"] = request.exec.cwd
+        await self._require_operator(context, caller, "exec", detail)
+        if not argv or not argv[0]:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no command given")
+        if sum(len(a.encode()) for a in argv) > MAX_ARGV_BYTES:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the command line is too long")
+        plan = await self._resolve(context, caller, request.selector, "exec", detail)
+        detail["run"] = secrets.token_hex(8)  # ties the entries of one fan-out together
+        if plan.group is not None:
+            detail["group"] = plan.group
+            detail["not_granted"] = plan.not_granted
+        concurrency = min(request.concurrency or self.concurrency, self.concurrency)
+        timeout = request.exec.timeout_seconds or self.exec_timeout
+        command = pb.ExecRequest()
+        command.CopyFrom(request.exec)
+        command.timeout_seconds = timeout
+        log.info(
+            "fleet exec user=%s target=%r servers=%d not_granted=%d argv=%r",
+            caller.user.username,
+            detail["target"],
+            len(plan.servers),
+            plan.not_granted,
+            argv,
+        )
+
+        async def job(server: Server, emit: Emit) -> Outcome:
+            await self._audit(caller, "exec", server.id, detail=detail)
+            return await self._exec_one(server, command, timeout, emit)
+
+        yield fpb.FleetExecEvent(plan=plan_message(plan))
+        started = time.monotonic()
+        outcomes: list[Outcome] = []
+        async for event in fanout.fan_out(
+            plan.servers,
+            job,
+            concurrency=concurrency,
+            # The exporter ends the command at `timeout`; this catches a silent exporter.
+            server_timeout=timeout + DEADLINE_GRACE_SECONDS,
+        ):
+            if isinstance(event, Output):
+                output = fpb.FleetOutput(server_id=event.server.id)
+                setattr(output, event.stream, event.data)
+                yield fpb.FleetExecEvent(output=output)
+                continue
+            outcomes.append(event)
+            await self._audit(
+                caller,
+                "exec.end",
+                event.server.id,
+                success=event.ok,
+                detail={"run": detail["run"], **_outcome_detail(event)},
+            )
+            yield fpb.FleetExecEvent(result=result_message(event))
+        summary = fanout.summarize(outcomes, plan.not_granted, time.monotonic() - started)
+        yield fpb.FleetExecEvent(
+            summary=fpb.FleetSummary(
+                servers=summary.servers,
+                succeeded=summary.succeeded,
+                failed=summary.failed,
+                errors=summary.errors,
+                not_granted=summary.not_granted,
+                duration_seconds=summary.duration,
+            )
+        )
+
+    async def _agent(self, server: Server, feature: str) -> AgentTarget:
+        record = await self.lookup(self.db, server.id)
+        if record is None:
+            raise JobError("NOT_ENROLLED", "not enrolled for commands (add it with management)")
+        if feature not in record.features:
+            raise JobError(
+                "FEATURE_DISABLED", f"{feature} is not enabled for this server (command.{feature})"
+            )
+        return record.target
+
+    async def _exec_one(
+        self, server: Server, command: pb.ExecRequest, limit: float, emit: Emit
+    ) -> Outcome:
+        target = await self._agent(server, "exec")
+        call = None
+        try:
+            call = self.agents.stub(target).Exec(
+                command,
+                metadata=self.agents.metadata(target),
+                timeout=limit + DEADLINE_GRACE_SECONDS,
+            )
+            async for message in call:
+                kind = message.WhichOneof("kind")
+                if kind == "exit":
+                    status = message.exit
+                    return Outcome(
+                        server,
+                        exit_code=status.code,
+                        signal=status.signal,
+                        timed_out=status.timed_out,
+                    )
+                if kind in {"stdout", "stderr"}:
+                    await emit(kind, getattr(message, kind))
+        except grpc.aio.AioRpcError as err:
+            raise JobError(err.code().name, err.details() or err.code().name) from None
+        except PinMismatch as err:
+            raise JobError("PIN_MISMATCH", str(err)) from None
+        finally:
+            if call is not None:
+                call.cancel()  # cut off (deadline, client gone): the exporter kills the command
+        raise JobError("UNKNOWN", "the exporter ended the command without an exit status")
+
+    # ---------------------------------------------------------------- Pty
+
+    async def Pty(
+        self,
+        request_iterator: AsyncIterator[fpb.FleetPtyClientMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.PtyServerMessage]:
+        caller = await self._caller(context)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("kind") != "open":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be open")
+        assert first is not None
+        opening = first.open
+        detail: dict[str, Any] = {"target": opening.target, "argv": list(opening.start.argv)}
+        await self._require_operator(context, caller, "pty.open", detail)
+        plan = await self._resolve(
+            context, caller, fpb.FleetSelector(target=opening.target), "pty.open", detail
+        )
+        if plan.group is not None or len(plan.servers) != 1:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "a terminal opens on one server, not a group"
+            )
+        (server,) = plan.servers
+        try:
+            target = await self._agent(server, "pty")
+        except JobError as err:
+            await self._audit(
+                caller, "pty.open", server.id, success=False, detail={**detail, "error": str(err)}
+            )
+            code = (
+                grpc.StatusCode.FAILED_PRECONDITION
+                if err.code == "NOT_ENROLLED"
+                else grpc.StatusCode.PERMISSION_DENIED
+            )
+            await context.abort(code, f"{server.name}: {err}")
+            raise AssertionError("unreachable") from None
+        detail["session"] = secrets.token_hex(8)
+        await self._audit(caller, "pty.open", server.id, detail=detail)
+        started = time.monotonic()
+        call = self.agents.stub(target).Pty(metadata=self.agents.metadata(target))
+        exit_status: pb.ExitStatus | None = None
+        error = ""
+
+        async def typed() -> None:
+            await call.write(pb.PtyClientMessage(start=opening.start))
+            async for message in request_iterator:
+                kind = message.WhichOneof("kind")
+                if kind == "data":
+                    await call.write(pb.PtyClientMessage(data=message.data))
+                elif kind == "resize":
+                    await call.write(pb.PtyClientMessage(resize=message.resize))
+            await call.done_writing()
+
+        async def still_allowed() -> None:
+            while True:
+                await asyncio.sleep(RECHECK_SECONDS)
+                found = await tokens.authenticate_token(self.db, caller.token)
+                if found is None or not await can_see_server(self.db, found[0], server.id):
+                    call.cancel()
+                    return
+
+        helpers = [asyncio.create_task(typed()), asyncio.create_task(still_allowed())]
+        try:
+            async for message in call:
+                if message.WhichOneof("kind") == "exit":
+                    exit_status = message.exit
+                yield message
+        except grpc.aio.AioRpcError as err:
+            error = err.details() or err.code().name
+            await context.abort(err.code(), f"{server.name}: {error}")
+        except asyncio.CancelledError:
+            error = "access revoked" if helpers[1].done() else "client went away"
+            if not helpers[1].done():
+                raise
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "access to the server ended")
+        finally:
+            for task in helpers:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await task
+            call.cancel()
+            end: dict[str, Any] = {
+                "session": detail["session"],
+                "duration_seconds": round(time.monotonic() - started, 3),
+            }
+            if exit_status is not None:
+                end["exit_code"] = exit_status.code
+                end["signal"] = exit_status.signal
+            if error:
+                end["error"] = error
+            await asyncio.shield(
+                self._audit(caller, "pty.close", server.id, success=not error, detail=end)
+            )
+
+
+def _describe(selector: fpb.FleetSelector) -> str:
+    kind = selector.WhichOneof("kind")
+    if kind == "group":
+        return f"group:{selector.group}"
+    return selector.target if kind == "target" else ""
+
+
+def _outcome_detail(outcome: Outcome) -> dict[str, Any]:
+    detail: dict[str, Any] = {"duration_seconds": round(outcome.duration, 3)}
+    if outcome.exit_code is not None:
+        detail["exit_code"] = outcome.exit_code
+        if outcome.signal:
+            detail["signal"] = outcome.signal
+        if outcome.timed_out:
+            detail["timed_out"] = True
+    if outcome.error:
+        detail["error"] = outcome.error
+        detail["error_code"] = outcome.error_code
+    return detail
+
+
+def add_fleet_service(server: grpc.aio.Server, service: FleetService) -> None:
+    fleet_service_pb2_grpc.add_FleetServicer_to_server(service, server)
