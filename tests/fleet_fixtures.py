@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import free_port, require, require_binary
 from vpsmon.collector.access import grant_server, set_grants
 from vpsmon.collector.accounts import create_user
+from vpsmon.collector.fleet.agents import record_agent
 from vpsmon.collector.fleet.pool import AgentPool, AgentTarget
 from vpsmon.collector.fleet.service import FleetService, add_fleet_service
 from vpsmon.collector.tokens import create_token
@@ -32,12 +33,6 @@ from vpsmon.exporter.server import Exporter, serve
 from vpsmon.fleet_client import ClientSettings
 
 SERVERS = {"web1": ("web", "nobody"), "web2": ("web", "daemon"), "db1": ("db", "bin")}
-
-
-@dataclass(frozen=True)
-class Record:
-    target: AgentTarget
-    features: frozenset[str]
 
 
 @dataclass
@@ -50,7 +45,7 @@ class Fleet:
     run_as: dict[str, str]
     tokens: dict[str, str]
     exporters: dict[str, Exporter]
-    records: dict[int, Record] = field(default_factory=dict)
+    targets: dict[str, AgentTarget] = field(default_factory=dict)
 
     def settings(self, who: str) -> ClientSettings:
         return ClientSettings(self.address, self.fingerprint, self.tokens[who])
@@ -93,7 +88,7 @@ async def fleet_fixture(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Fle
     require(os.geteuid() == 0, "commands as other users need root")
     identity = ensure_self_signed(tmp_path / "collector")
     exporters: dict[str, Exporter] = {}
-    records: dict[int, Record] = {}
+    targets: dict[str, AgentTarget] = {}
     ids: dict[str, int] = {}
     agents = AgentPool(identity, call_timeout=20)
     server = grpc.aio.server()
@@ -109,12 +104,16 @@ async def fleet_fixture(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Fle
                 f"http://127.0.0.1:{free_port()}/metrics",
                 group,
             )
-            records[ids[name]] = Record(target, frozenset({"exec", "pty"}))
-
-        async def lookup(db: asyncpg.Pool, server_id: int) -> Record | None:
-            return records.get(server_id)
-
-        add_fleet_service(server, FleetService(pool, agents, lookup, concurrency=10))
+            targets[name] = target
+            await record_agent(
+                pool,
+                ids[name],
+                address=target.address,
+                exporter_cert=target.exporter_cert,
+                features=["exec", "pty"],
+                token=target.token,
+            )
+        add_fleet_service(server, FleetService(pool, agents, concurrency=10))
         credentials = grpc.ssl_server_credentials(
             [(identity.key.read_bytes(), identity.cert.read_bytes())]
         )
@@ -138,7 +137,7 @@ async def fleet_fixture(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Fle
             {name: run_as for name, (_, run_as) in SERVERS.items()},
             tokens,
             exporters,
-            records,
+            targets,
         )
     finally:
         await server.stop(grace=1)

@@ -20,9 +20,9 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 import grpc
@@ -31,6 +31,7 @@ from vpsmon.collector import audit, tokens
 from vpsmon.collector.access import can_see_server
 from vpsmon.collector.accounts import User, role_allows
 from vpsmon.collector.fleet import fanout
+from vpsmon.collector.fleet.agents import AgentRecord, agent_target, list_agents
 from vpsmon.collector.fleet.fanout import (
     Emit,
     JobError,
@@ -54,18 +55,6 @@ DEADLINE_GRACE_SECONDS = 15.0
 # A terminal re-reads its user's token and access this often and closes when either is gone.
 RECHECK_SECONDS = 30.0
 MAX_ARGV_BYTES = 64 * 1024
-
-
-class AgentRecordLike(Protocol):
-    @property
-    def target(self) -> AgentTarget: ...
-
-    @property
-    def features(self) -> frozenset[str]: ...
-
-
-# collector/fleet/agents.py `agent_target(db, server_id)`: the enrolment record, or None.
-AgentLookup = Callable[[asyncpg.Pool, int], Awaitable[AgentRecordLike | None]]
 
 
 @dataclass(frozen=True)
@@ -135,14 +124,12 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
         self,
         db: asyncpg.Pool,
         agents: AgentPool,
-        lookup: AgentLookup,
         *,
         concurrency: int = 50,
         exec_timeout: float = 600.0,
     ) -> None:
         self.db = db
         self.agents = agents
-        self.lookup = lookup
         self.concurrency = concurrency
         self.exec_timeout = exec_timeout
 
@@ -260,9 +247,12 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
             argv,
         )
 
+        # One query for the whole fleet's enrolments, after the access filter (plan).
+        records = {r.server_id: r for r in await list_agents(self.db, [s.id for s in plan.servers])}
+
         async def job(server: Server, emit: Emit) -> Outcome:
             await self._audit(caller, "exec", server.id, detail=detail)
-            return await self._exec_one(server, command, timeout, emit)
+            return await self._exec_one(server, records.get(server.id), command, timeout, emit)
 
         yield fpb.FleetExecEvent(plan=plan_message(plan))
         started = time.monotonic()
@@ -300,8 +290,9 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
             )
         )
 
-    async def _agent(self, server: Server, feature: str) -> AgentTarget:
-        record = await self.lookup(self.db, server.id)
+    @staticmethod
+    def _agent(server: Server, record: AgentRecord | None, feature: str) -> AgentTarget:
+        """The enrolment's target if it enables `feature`, else JobError saying why not."""
         if record is None:
             raise JobError("NOT_ENROLLED", "not enrolled for commands (add it with management)")
         if feature not in record.features:
@@ -311,9 +302,14 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
         return record.target
 
     async def _exec_one(
-        self, server: Server, command: pb.ExecRequest, limit: float, emit: Emit
+        self,
+        server: Server,
+        record: AgentRecord | None,
+        command: pb.ExecRequest,
+        limit: float,
+        emit: Emit,
     ) -> Outcome:
-        target = await self._agent(server, "exec")
+        target = self._agent(server, record, "exec")
         call = None
         try:
             call = self.agents.stub(target).Exec(
@@ -366,7 +362,7 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
             )
         (server,) = plan.servers
         try:
-            target = await self._agent(server, "pty")
+            target = self._agent(server, await agent_target(self.db, server.id), "pty")
         except JobError as err:
             await self._audit(
                 caller, "pty.open", server.id, success=False, detail={**detail, "error": str(err)}

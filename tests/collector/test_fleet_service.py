@@ -11,6 +11,7 @@ import pytest
 
 from tests.fleet_fixtures import Fleet, fleet_fixture  # noqa: F401 (the fixture)
 from vpsmon.collector.audit import AuditQuery, search
+from vpsmon.collector.fleet.agents import record_agent, revoke_agent
 from vpsmon.collector.tokens import revoke_token
 from vpsmon.fleet_client import ClientError, ClientSettings, auth_metadata, open_channel
 from vpsmon.v1 import agent_pb2 as pb
@@ -198,12 +199,20 @@ async def test_every_run_is_audited_before_and_after_with_its_outcome(fleet: Fle
 async def test_a_server_not_enrolled_or_without_exec_is_an_error_result_not_a_run(
     fleet: Fleet,
 ) -> None:
-    record = fleet.records.pop(fleet.ids["web2"])
+    assert await revoke_agent(fleet.pool, fleet.ids["web2"])
     events = await fleet_exec(fleet.settings("boss"), fpb.FleetSelector(group="web"), "true")
     results = {r.server.name: r for r in of_kind(events, "result")}
     assert results["web2"].error_code == "NOT_ENROLLED"
     assert results["web1"].exit.code == 0
-    fleet.records[fleet.ids["web2"]] = type(record)(record.target, frozenset({"pty"}))
+    target = fleet.targets["web2"]
+    await record_agent(
+        fleet.pool,
+        fleet.ids["web2"],
+        address=target.address,
+        exporter_cert=target.exporter_cert,
+        features=["pty"],
+        token=target.token,
+    )
     events = await fleet_exec(fleet.settings("boss"), fpb.FleetSelector(target="web2"), "true")
     (result,) = of_kind(events, "result")
     assert result.error_code == "FEATURE_DISABLED"
