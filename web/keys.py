@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import asyncpg
 from aiohttp import web
 
@@ -31,3 +33,5 @@ RULES = web.AppKey("rules", RulesApi)
 # Pooled, pinned gRPC channels to enrolled exporters, presenting the collector's identity
 # (issue #7; web/command.py open_agent is how handlers use it).
 AGENTS = web.AppKey("agents", AgentPool)
+# Open container log sockets (web/docker.py), closed on shutdown.
+DOCKER_SOCKETS = web.AppKey("docker_sockets", weakref.WeakSet[web.WebSocketResponse])

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from vpsmon.exporter.collectors.docker import import_sdk, stable_status
@@ -95,7 +96,10 @@ class DockerControl:
             try:
                 with self._client(timeout=3600 if follow else 60) as client:
                     holder["client"] = client
-                    for out, err in demuxed_logs(client, ref, follow, tail, since, timestamps):
+                    pieces = demuxed_logs(
+                        client, ref, follow, tail, since, timestamps, holder.__setitem__
+                    )
+                    for out, err in pieces:
                         if stop.is_set():
                             break
                         if out:
@@ -116,9 +120,15 @@ class DockerControl:
                 yield item
         finally:
             stop.set()
+            # A follow waiting for output sits in a blocking read of dockerd's socket: shut
+            # the socket down to end it now (closing the client alone leaves that read
+            # blocked, and the thread with it, until the container prints again).
+            response = holder.get("response")
+            if response is not None:
+                with contextlib.suppress(Exception):
+                    response_socket(response).shutdown(socket.SHUT_RDWR)
             client = holder.get("client")
             if client is not None:
-                # Unblocks a follow that waits for output by closing its connection.
                 with contextlib.suppress(Exception):
                     client.close()
             while not queue.empty():
@@ -126,7 +136,13 @@ class DockerControl:
 
 
 def demuxed_logs(
-    client: docker.DockerClient, ref: str, follow: bool, tail: int, since: float, timestamps: bool
+    client: docker.DockerClient,
+    ref: str,
+    follow: bool,
+    tail: int,
+    since: float,
+    timestamps: bool,
+    opened: Callable[[str, Any], None] | None = None,
 ) -> Iterator[tuple[bytes | None, bytes | None]]:
     """(stdout, stderr) pieces of a container's log.
 
@@ -147,6 +163,8 @@ def demuxed_logs(
         params["since"] = int(since)
     response = api._get(api._url("/containers/{0}/logs", ref), params=params, stream=True)
     api._raise_for_status(response)
+    if opened is not None:
+        opened("response", response)
     try:
         if tty:  # one stream, no frames
             while chunk := response.raw.read1(64 * 1024) if hasattr(response.raw, "read1") else b"":
@@ -162,6 +180,14 @@ def demuxed_logs(
             yield (data, None) if kind != 2 else (None, data)
     finally:
         response.close()
+
+
+def response_socket(response: Any) -> socket.socket:
+    """The socket under a streamed docker SDK response (unix socket or TCP), as the SDK's
+    own `_get_raw_response_socket` finds it for attach."""
+    raw = response.raw._fp.fp.raw
+    sock: socket.socket = getattr(raw, "_sock", raw)
+    return sock
 
 
 def summary(entry: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 import {
   T, fmt, pct, bytes, rate, duration, ratio, el, trafficText, liveSocket,
 } from "./common.js";
+import { showContainers, hideContainers } from "./docker.js";
 
 const data = document.getElementById("page-data").dataset;
 const SERVER = Number(data.server);
@@ -287,24 +288,6 @@ document.getElementById("custom-range").addEventListener("submit", (ev) => {
 
 // ------------------------------------------------------------------ tabs and containers
 
-let containerTimer = null;
-async function loadContainers() {
-  const resp = await fetch(`/api/servers/${SERVER}/containers`, { credentials: "same-origin" });
-  if (!resp.ok) return;
-  const { containers } = await resp.json();
-  const rows = containers.map((c) => {
-    const tr = document.createElement("tr");
-    const state = el("td", null, c.state);
-    state.className = c.state === "running" ? "ok" : "muted";
-    tr.append(el("td", null, c.name), el("td", "mono", c.image || "–"), state,
-      el("td", "num", c.cpu == null ? "–" : pct(c.cpu)), el("td", "num", bytes(c.memory)));
-    return tr;
-  });
-  document.querySelector("#containers tbody").replaceChildren(...rows);
-  document.getElementById("containers").hidden = rows.length === 0;
-  document.getElementById("containers-empty").hidden = rows.length > 0;
-}
-
 document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => {
   const name = tab.dataset.tab;
   document.querySelectorAll(".tab").forEach((t) => {
@@ -312,8 +295,7 @@ document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click",
     t.setAttribute("aria-selected", t === tab ? "true" : "false");
   });
   for (const panel of ["charts", "host", "containers"]) document.getElementById("tab-" + panel).hidden = panel !== name;
-  clearInterval(containerTimer);
-  if (name === "containers") { loadContainers(); containerTimer = setInterval(loadContainers, 5000); }
+  if (name === "containers") showContainers(); else hideContainers();
   if (name === "charts") for (const p of plots.values()) p.plot.setSize({ width: p.card.querySelector(".plot").clientWidth, height: 200 });
 }));
 
