@@ -154,6 +154,39 @@ async def test_login_with_a_wrong_token_saves_nothing(fleet: Fleet, tmp_path: Pa
     assert not saved.exists()
 
 
+async def test_ctrl_c_on_exec_stops_the_remote_command(fleet: Fleet, tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        VPSMON,
+        "exec",
+        "web1",
+        "--",
+        "sh",
+        "-c",
+        "echo $$; exec sleep 60",
+        env=client_env(fleet, "boss", tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    async with asyncio.timeout(60):
+        line = await process.stdout.readline()
+        pid = int(line.split(b"|")[1])
+        assert alive(pid)
+        process.send_signal(signal.SIGINT)
+        assert await process.wait() == 130
+        assert b"interrupted" in await process.stderr.read()
+        while alive(pid):  # noqa: ASYNC110 (polls the process table)
+            await asyncio.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------- shell on a pty
 
 

@@ -23,6 +23,7 @@ from vpsmon.cli import UserError
 EXIT_SOME_FAILED = 1
 # `vpsmon shell` when the remote side gives no exit status (cut off), as ssh does.
 EXIT_NO_STATUS = 255
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,6 +83,10 @@ def _run_client(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
     try:
         return asyncio.run(main())
+    except KeyboardInterrupt:
+        # Closing the call cancels it on the collector, which stops the commands.
+        click.echo("vpsmon: interrupted: the commands still running were stopped", err=True)
+        return EXIT_INTERRUPTED
     except ClientError as err:
         raise UserError(str(err)) from None
     except grpc.aio.AioRpcError as err:

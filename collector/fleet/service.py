@@ -250,34 +250,46 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
         # One query for the whole fleet's enrolments, after the access filter (plan).
         records = {r.server_id: r for r in await list_agents(self.db, [s.id for s in plan.servers])}
 
+        begun: set[int] = set()
+        ended: set[int] = set()
+
         async def job(server: Server, emit: Emit) -> Outcome:
             await self._audit(caller, "exec", server.id, detail=detail)
+            begun.add(server.id)
             return await self._exec_one(server, records.get(server.id), command, timeout, emit)
 
         yield fpb.FleetExecEvent(plan=plan_message(plan))
         started = time.monotonic()
         outcomes: list[Outcome] = []
-        async for event in fanout.fan_out(
-            plan.servers,
-            job,
-            concurrency=concurrency,
-            # The exporter ends the command at `timeout`; this catches a silent exporter.
-            server_timeout=timeout + DEADLINE_GRACE_SECONDS,
-        ):
-            if isinstance(event, Output):
-                output = fpb.FleetOutput(server_id=event.server.id)
-                setattr(output, event.stream, event.data)
-                yield fpb.FleetExecEvent(output=output)
-                continue
-            outcomes.append(event)
-            await self._audit(
-                caller,
-                "exec.end",
-                event.server.id,
-                success=event.ok,
-                detail={"run": detail["run"], **_outcome_detail(event)},
-            )
-            yield fpb.FleetExecEvent(result=result_message(event))
+        try:
+            async for event in fanout.fan_out(
+                plan.servers,
+                job,
+                concurrency=concurrency,
+                # The exporter ends the command at `timeout`; this catches a silent exporter.
+                server_timeout=timeout + DEADLINE_GRACE_SECONDS,
+            ):
+                if isinstance(event, Output):
+                    output = fpb.FleetOutput(server_id=event.server.id)
+                    setattr(output, event.stream, event.data)
+                    yield fpb.FleetExecEvent(output=output)
+                    continue
+                outcomes.append(event)
+                ended.add(event.server.id)
+                await self._audit(
+                    caller,
+                    "exec.end",
+                    event.server.id,
+                    success=event.ok,
+                    detail={"run": detail["run"], **_outcome_detail(event)},
+                )
+                yield fpb.FleetExecEvent(result=result_message(event))
+        finally:
+            # The client went away: the commands still running were cancelled (the exporters
+            # kill them); their entries say so, so none is left without an end.
+            cut = sorted(begun - ended)
+            if cut:
+                await asyncio.shield(self._audit_cut(caller, detail["run"], cut))
         summary = fanout.summarize(outcomes, plan.not_granted, time.monotonic() - started)
         yield fpb.FleetExecEvent(
             summary=fpb.FleetSummary(
@@ -289,6 +301,16 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
                 duration_seconds=summary.duration,
             )
         )
+
+    async def _audit_cut(self, caller: Caller, run: str, server_ids: list[int]) -> None:
+        for server_id in server_ids:
+            await self._audit(
+                caller,
+                "exec.end",
+                server_id,
+                success=False,
+                detail={"run": run, "error": "cancelled: the client went away"},
+            )
 
     @staticmethod
     def _agent(server: Server, record: AgentRecord | None, feature: str) -> AgentTarget:

@@ -4,6 +4,7 @@ per-server output, role and per-server access through the API token, the audit l
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import grpc
@@ -271,3 +272,41 @@ async def test_whoami_and_resolve_answer_for_the_token_user(fleet: Fleet) -> Non
         plan = await stub.Resolve(fpb.FleetSelector(group="web"), metadata=auth_metadata(settings))
     assert (me.username, me.role) == ("op", "operator")
     assert [s.name for s in plan.servers] == ["web1"] and plan.not_granted == 1
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_client_that_goes_away_stops_the_commands_and_the_audit_says_so(
+    fleet: Fleet,
+) -> None:
+    settings = fleet.settings("boss")
+    channel = await open_channel(settings)
+    async with channel:
+        stub = fleet_service_pb2_grpc.FleetStub(channel)
+        request = fpb.FleetExecRequest(
+            selector=fpb.FleetSelector(group="web"),
+            exec=pb.ExecRequest(argv=["sh", "-c", "echo $$; exec sleep 60"]),
+        )
+        call = stub.Exec(request, metadata=auth_metadata(settings))
+        pids = []
+        async with asyncio.timeout(30):
+            async for event in call:
+                if event.WhichOneof("kind") == "output":
+                    pids.append(int(event.output.stdout))
+                if len(pids) == 2:
+                    break
+        assert all(alive(pid) for pid in pids)
+        call.cancel()
+    async with asyncio.timeout(30):
+        while any(alive(pid) for pid in pids):  # noqa: ASYNC110 (polls the process table)
+            await asyncio.sleep(0.1)
+        while len(ended := await search(fleet.pool, AuditQuery(action="exec.end"))) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert {e.server_name for e in ended} == {"web1", "web2"}
+    assert all(e.detail["error"].startswith("cancelled") and not e.success for e in ended)
