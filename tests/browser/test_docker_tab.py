@@ -92,6 +92,12 @@ async def test_an_operator_stops_and_starts_a_container_and_follows_its_logs_a_v
 
                 # Stop: confirm, a pending state, then the state dockerd reports.
                 await row.locator("button[data-action=stop]").click()
+                # sh as PID 1 ignores SIGTERM: dockerd waits its 10 s, the row says so meanwhile.
+                await row.locator(".docker-state .pending", has_text="stopping").wait_for()
+                assert await row.locator("button[data-action=stop]").is_disabled()
+                await page.screenshot(
+                    path=str(artifacts_dir / "docker-stopping.png"), full_page=True
+                )
                 await row.locator(".docker-state", has_text="exited").wait_for(timeout=30000)
                 await wait_docker(dockerd, name, False)
                 assert confirms[-1].startswith(f"Stop container {name}?")
@@ -130,11 +136,20 @@ async def test_an_operator_stops_and_starts_a_container_and_follows_its_logs_a_v
                 labels = page.locator("#docker-info dd", has_text="note=")
                 assert await labels.inner_text() == f"note={HOSTILE}"
                 await page.locator("#docker-info [data-stat=memory]", has_text="B").wait_for()
+                await page.locator("#docker-info [data-stat=cpu]", has_text="%").wait_for()
                 await page.screenshot(
                     path=str(artifacts_dir / "docker-details.png"), full_page=True
                 )
                 assert await page.title() != "1"
                 assert errors == []
+
+                # A phone: the table scrolls inside its box, the page does not.
+                await page.set_viewport_size({"width": 390, "height": 844})
+                await page.screenshot(path=str(artifacts_dir / "docker-phone.png"), full_page=True)
+                assert await page.evaluate(
+                    "() => document.documentElement.scrollWidth <= window.innerWidth + 1"
+                )
+                await page.set_viewport_size({"width": 1280, "height": 900})
 
                 # The same tab in Chinese.
                 await page.click("form.lang button[value=zh-CN]")

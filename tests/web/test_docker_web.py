@@ -339,6 +339,23 @@ async def test_a_server_enrolled_without_docker_says_so_and_refuses(
     assert docker_state(dockerd, container.name)["Running"] is True
 
 
+async def test_a_server_not_enrolled_says_so_and_refuses(
+    command_rig: CommandRig, enrolled_server: EnrollServer
+) -> None:
+    server_id = await command_rig.pool.fetchval(
+        "INSERT INTO servers (name, url) VALUES ('plain', 'http://127.0.0.1:9/metrics')"
+        " RETURNING id"
+    )
+    await command_rig.grant("olga", server_id)
+    web = await command_rig.start_web()
+    async with session(web, "olga") as olga:
+        status, can = await olga.call("GET", f"/api/servers/{server_id}/docker")
+        assert (status, can) == (200, {"control": False, "reason": "not_enrolled"})
+        status, body = await olga.call("POST", f"/api/servers/{server_id}/containers/x/start")
+        assert status == 409 and "not enrolled" in body["error"]
+    assert await audit_rows(command_rig, server_id) == []
+
+
 async def test_without_the_csrf_token_or_from_another_origin_nothing_happens(
     command_rig: CommandRig, enrolled_server: EnrollServer, dockerd: Dockerd, container: Any
 ) -> None:

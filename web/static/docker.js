@@ -336,7 +336,11 @@ async function loadDetails() {
     }
     raw.textContent = JSON.stringify(doc, null, 2);
     lastStats = null;
-    if (state.Status === "running") { loadStats(); statsTimer = setInterval(loadStats, POLL_MS); }
+    if (state.Status === "running") {
+      // CPU needs two samples: take the second one soon, then every POLL_MS.
+      loadStats().then(() => setTimeout(loadStats, 1000));
+      statsTimer = setInterval(loadStats, POLL_MS);
+    }
   } catch (err) {
     info.replaceChildren(el("dd", "bad", err.message));
   }
