@@ -27,7 +27,7 @@ from vpsmon.collector.storage.chart import ChartReader
 from vpsmon.collector.storage.maintenance import Retention
 from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.traffic import TrafficAccountant
-from vpsmon.web import access, auth, detail, promapi, rules, servers, status, targets
+from vpsmon.web import access, auth, detail, promapi, rules, servers, status, targets, terminal
 from vpsmon.web import docker as docker_web
 from vpsmon.web import files as files_web
 from vpsmon.web import notify as notify_web
@@ -98,6 +98,7 @@ def create_app(
     rules.setup(app)
     files_web.setup(app)
     docker_web.setup(app)
+    terminal.setup(app)
     app.router.add_static("/static", HERE / "static", append_version=True, name="static")
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_expire_sessions)

@@ -15,6 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from vpsmon.collector import servers as records
+from vpsmon.collector.accounts import role_allows
+from vpsmon.collector.fleet.agents import agent_target
 from vpsmon.collector.head import ServerState
 from vpsmon.web import access, auth
 from vpsmon.web.dashboard import server_id_param, visible_ids
@@ -56,6 +58,13 @@ async def detail_page(request: web.Request) -> web.Response:
         else {"online": False, "last_seen": server.last_seen}
     )
     usage = request.app[TRAFFIC].usage(server.id, auth.now())
+    # Management features enabled for this server, for the operators who may use them.
+    agent = (
+        await agent_target(request.app[POOL], server.id)
+        if role_allows(user.role, "operator")
+        else None
+    )
+    features = agent.features if agent else frozenset()
     return render(
         request,
         "detail.html",
@@ -64,6 +73,7 @@ async def detail_page(request: web.Request) -> web.Response:
         live=live,
         traffic=usage.as_json() if usage else None,
         can_edit=user.role == "admin",
+        can_terminal="pty" in features,
         ranges=list(RANGES),
         days_left=days_left(server.expires_on, datetime.now(UTC).date()),
     )
