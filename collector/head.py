@@ -36,6 +36,12 @@ def _absent(value: float) -> bool:
 DEFAULT_WINDOW = 600.0
 
 
+def _pairs(flat: array[int]) -> zip[tuple[int, int]]:
+    """(server id, column) pairs of an index entry laid flat."""
+    it = iter(flat)
+    return zip(it, it, strict=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     timestamp: float
@@ -61,18 +67,48 @@ class ServerState:
 
 
 class _ServerWindow:
-    """One server's recent scrapes: a row of values per scrape, a column per series."""
+    """One server's recent scrapes: a row of values per scrape, a column per series.
+
+    Only containers Python's cyclic garbage collector does not walk, or walks in one step,
+    hold the samples and labels: arrays of floats, tuples of strings, dicts of strings (the
+    collector freezes its start-up objects, collector/gcpolicy.py; a full collection then
+    walks little more than what requests allocate).
+    """
 
     __slots__ = ("server_id", "columns", "keys", "labels", "times", "rows", "appends")
 
     def __init__(self, server_id: int) -> None:
         self.server_id = server_id
         self.columns: dict[tuple[str, Labels], int] = {}  # (name, scraped labels) → column
-        self.keys: list[tuple[tuple[str, str], ...]] = []  # column → its full label set
-        self.labels: list[dict[str, str]] = []  # column → labels incl. __name__, job, instance
-        self.times: list[float] = []  # oldest first
+        self.keys: tuple[tuple[tuple[str, str], ...], ...] = ()  # column → its full label set
+        self.labels: tuple[dict[str, str], ...] = ()  # column → labels incl. __name__, job, …
+        self.times = array("d")  # oldest first
         self.rows: list[array[float]] = []  # per time: values by column (shorter = absent)
         self.appends = 0
+
+
+def _column(
+    server: _ServerWindow, col: int, i: int, j: int, narrowest: int
+) -> tuple[list[float], list[float]]:
+    """A column's samples in rows i..j; ``narrowest`` is the shortest of those rows."""
+    rows = server.rows
+    if col < narrowest:  # every row has the column: take it whole, then drop absent values
+        vs = [row[col] for row in rows[i:j]]
+        ts = list(server.times[i:j])
+        if any(map(math.isnan, vs)):  # NaN: absent values, or markers and NaNs to keep
+            keep = [k for k, v in enumerate(vs) if not _absent(v)]
+            ts, vs = [ts[k] for k in keep], [vs[k] for k in keep]
+        return ts, vs
+    ts, vs = [], []
+    times = server.times
+    for k in range(i, j):
+        row = rows[k]
+        if col < len(row):
+            value = row[col]
+            if not _absent(value):
+                ts.append(times[k])
+                vs.append(value)
+    return ts, vs
 
 
 class RecentSamples:
@@ -86,8 +122,13 @@ class RecentSamples:
         self.job = job
         self.window = window
         self._servers: dict[int, _ServerWindow] = {}
-        self._by_name: dict[str, list[tuple[_ServerWindow, int]]] = {}
-        self._by_key: dict[tuple[tuple[str, str], ...], tuple[_ServerWindow, int]] = {}
+        # Index entries are server ids and columns, never the _ServerWindow itself: by name an
+        # array of (server id, column) pairs laid flat, by label set a tuple of two ints. The
+        # garbage collector walks neither (an array is no container; a tuple of ints stops being
+        # tracked), whereas one tuple per series pointing at its window kept 300,000 objects in
+        # every full collection of a large fleet, in the middle of requests (issue #5).
+        self._by_name: dict[str, array[int]] = {}
+        self._by_key: dict[tuple[tuple[str, str], ...], tuple[int, int]] = {}
         self._started: float | None = None
         self._latest: float | None = None
 
@@ -107,16 +148,26 @@ class RecentSamples:
             return  # older than the window: only the database keeps it
         base: Labels | None = None
         row = array("d")
+        new_keys: list[tuple[tuple[str, str], ...]] = []
+        new_labels: list[dict[str, str]] = []
         for sample in result.with_synthetic():
             col = server.columns.get((sample.name, sample.labels))
             if col is None:
                 if base is None:
                     base = result.target.target_labels(self.job)
-                col = self._add_column(server, sample.name, merge_labels(sample.labels, base))
+                full = {"__name__": sample.name, **dict(merge_labels(sample.labels, base))}
+                key = tuple(sorted(full.items()))
+                col = len(server.keys) + len(new_keys)
+                new_keys.append(key)
+                new_labels.append(full)
+                self._index(server.server_id, col, key)
                 server.columns[(sample.name, sample.labels)] = col
             if col >= len(row):
                 row.extend([_ABSENT] * (col + 1 - len(row)))
             row[col] = sample.value
+        if new_keys:  # one copy per scrape that brings new series, not one per series
+            server.keys += tuple(new_keys)
+            server.labels += tuple(new_labels)
         i = bisect.bisect_right(server.times, ts)
         if i > 0 and server.times[i - 1] == ts:
             server.rows[i - 1] = row  # the same scrape again (a replay): keep one
@@ -125,15 +176,14 @@ class RecentSamples:
             server.rows.insert(i, row)
         self._trim(server)
 
-    def _add_column(self, server: _ServerWindow, name: str, labels: Labels) -> int:
-        full = {"__name__": name, **dict(labels)}
-        key = tuple(sorted(full.items()))
-        col = len(server.keys)
-        server.keys.append(key)
-        server.labels.append(full)
-        self._by_name.setdefault(name, []).append((server, col))
-        self._by_key[key] = (server, col)
-        return col
+    def _index(self, server_id: int, col: int, key: tuple[tuple[str, str], ...]) -> None:
+        name = dict(key)["__name__"]
+        entries = self._by_name.get(name)
+        if entries is None:
+            entries = self._by_name[name] = array("q")
+        entries.append(server_id)
+        entries.append(col)
+        self._by_key[key] = (server_id, col)
 
     def _trim(self, server: _ServerWindow) -> None:
         assert self._latest is not None
@@ -158,26 +208,27 @@ class RecentSamples:
         self._unindex(server)
         keep = [c for c in range(width) if alive[c]]
         remap = {old: new for new, old in enumerate(keep)}
-        server.keys = [server.keys[c] for c in keep]
-        server.labels = [server.labels[c] for c in keep]
+        server.keys = tuple(server.keys[c] for c in keep)
+        server.labels = tuple(server.labels[c] for c in keep)
         server.columns = {k: remap[c] for k, c in server.columns.items() if c in remap}
         server.rows = [
             array("d", (row[c] if c < len(row) else _ABSENT for c in keep)) for row in server.rows
         ]
-        for col, labels in enumerate(server.labels):
-            self._by_name.setdefault(labels["__name__"], []).append((server, col))
-            self._by_key[server.keys[col]] = (server, col)
+        for col, key in enumerate(server.keys):
+            self._index(server.server_id, col, key)
 
     def _unindex(self, server: _ServerWindow) -> None:
-        for col, labels in enumerate(server.labels):
-            name = labels["__name__"]
-            entries = [e for e in self._by_name.get(name, []) if e[0] is not server]
+        sid = server.server_id
+        for name in {labels["__name__"] for labels in server.labels}:
+            pairs = _pairs(self._by_name.get(name, array("q")))
+            entries = array("q", (x for s, c in pairs if s != sid for x in (s, c)))
             if entries:
                 self._by_name[name] = entries
             else:
                 self._by_name.pop(name, None)
-            if self._by_key.get(server.keys[col], (None,))[0] is server:
-                del self._by_key[server.keys[col]]
+        for key in server.keys:
+            if self._by_key.get(key, (None,))[0] == sid:
+                del self._by_key[key]
 
     def forget(self, server_id: int) -> None:
         server = self._servers.pop(server_id, None)
@@ -193,26 +244,18 @@ class RecentSamples:
         return max(self._started, self._latest - self.window)
 
     def _candidates(self, matchers: Sequence[Matcher]) -> list[tuple[_ServerWindow, int]]:
+        servers = self._servers
         for m in matchers:
             if m.name == "__name__" and m.op == "=":
-                return list(self._by_name.get(m.value, []))
-        return [entry for entries in self._by_name.values() for entry in entries]
+                return [(servers[s], c) for s, c in _pairs(self._by_name.get(m.value, array("q")))]
+        return [(servers[s], c) for entries in self._by_name.values() for s, c in _pairs(entries)]
 
     def _values(
         self, server: _ServerWindow, col: int, start: float, end: float
     ) -> tuple[list[float], list[float]]:
         i = bisect.bisect_left(server.times, start)
         j = bisect.bisect_right(server.times, end)
-        ts: list[float] = []
-        vs: list[float] = []
-        for k in range(i, j):
-            row = server.rows[k]
-            if col < len(row):
-                value = row[col]
-                if not _absent(value):
-                    ts.append(server.times[k])
-                    vs.append(value)
-        return ts, vs
+        return _column(server, col, i, j, min(map(len, server.rows[i:j]), default=0))
 
     def series_refs(self, matchers: Sequence[Matcher], start: float, end: float) -> list[SeriesRef]:
         out = []
@@ -231,7 +274,28 @@ class RecentSamples:
         found = self._by_key.get(tuple(sorted(series.labels.items())))
         if found is None:
             return [], []
-        return self._values(found[0], found[1], start, end)
+        return self._values(self._servers[found[0]], found[1], start, end)
+
+    def select(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[tuple[tuple[tuple[str, str], ...], dict[str, str], list[float], list[float]]]:
+        """Series matching ``matchers`` with their samples in ``[start, end]``, in one pass:
+        (sorted label set, labels, timestamps, values), in no particular order."""
+        out = []
+        spans: dict[int, tuple[int, int, int]] = {}  # per server: rows in range, narrowest row
+        for server, col in self._candidates(matchers):
+            labels = server.labels[col]
+            if not all(m.matches(labels) for m in matchers):
+                continue
+            span = spans.get(server.server_id)
+            if span is None:
+                i = bisect.bisect_left(server.times, start)
+                j = bisect.bisect_right(server.times, end)
+                span = spans[server.server_id] = (i, j, min(map(len, server.rows[i:j]), default=0))
+            ts, vs = _column(server, col, *span)
+            if ts:
+                out.append((server.keys[col], dict(labels), ts, vs))
+        return out
 
     @property
     def series_count(self) -> int:

@@ -85,6 +85,9 @@ class SeriesSamples:
     labels: dict[str, str]
     timestamps: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
+    # The labels as a sorted tuple of (name, value) without empty values, when the source has
+    # it at hand (the head): the PromQL engine keys series by it instead of sorting again.
+    key: tuple[tuple[str, str], ...] | None = None
 
 
 class SampleSource(Protocol):

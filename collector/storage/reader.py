@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 
@@ -50,6 +50,17 @@ class RecentWindow(Protocol):
 
         Refs of series not yet in the database have ``id`` < 0.
         """
+        ...
+
+
+@runtime_checkable
+class RecentSelect(Protocol):
+    """A window that can also answer a whole selection in one pass (collector/head.py)."""
+
+    def select(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> list[tuple[tuple[tuple[str, str], ...], dict[str, str], list[float], list[float]]]:
+        """(sorted label set, labels, timestamps, values) of the matching series in range."""
         ...
 
 
@@ -141,6 +152,15 @@ class StorageReader:
     async def select(
         self, matchers: Sequence[Matcher], start: float, end: float
     ) -> list[SeriesSamples]:
+        split = self._split(start, end)
+        if split is not None and split <= start and isinstance(self.recent, RecentSelect):
+            # The head holds the whole range (rules, recent queries): one pass over it.
+            found = self.recent.select(matchers, start, end)
+            found.sort(key=lambda item: item[0])
+            return [
+                SeriesSamples(labels, ts, vs, key if all(v for _, v in key) else None)
+                for key, labels, ts, vs in found
+            ]
         refs, split = await self._with_recent(matchers, start, end)
         db_end = end if split is None else split
         stored: dict[int, tuple[list[float], list[float]]] = {}
