@@ -21,6 +21,7 @@ from aiohttp import web
 
 from vpsmon.collector import accounts
 from vpsmon.collector.config import CollectorConfig
+from vpsmon.collector.gcpolicy import freeze_startup_objects
 from vpsmon.collector.head import Head
 from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.promql import Engine
@@ -122,6 +123,9 @@ async def run_collector(
                     ),
                 ]
                 _on_sighup(rules.request_reload)
+                # Everything built so far lives as long as the process: out of the collector's
+                # walks (collector/gcpolicy.py).
+                freeze_startup_objects()
                 host = config.listen.host
                 shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
                 shown = f"[{shown}]" if ":" in shown else shown
