@@ -21,7 +21,7 @@ from vpsmon.collector.head import ServerState
 from vpsmon.web import access, auth
 from vpsmon.web.dashboard import server_id_param, visible_ids
 from vpsmon.web.history import MAX_RANGE_SECONDS, history
-from vpsmon.web.keys import CONFIG, HEAD, HUB, POOL, TRAFFIC
+from vpsmon.web.keys import CHARTS, CONFIG, HEAD, HUB, POOL, TRAFFIC
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
@@ -106,7 +106,7 @@ async def api_history(request: web.Request) -> web.Response:
     server = await _visible_server(request)
     start, end = parse_range(request.query, auth.now())
     data = await history(
-        request.app[POOL], server.id, start, end, request.app[CONFIG].scrape_interval
+        request.app[CHARTS], server.id, start, end, request.app[CONFIG].scrape_interval
     )
     return web.json_response(data, headers={"Cache-Control": "no-store"})
 

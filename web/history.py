@@ -10,11 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import asyncpg
-
 from vpsmon.collector.storage.chart import DEFAULT_POINTS, ChartReader
 from vpsmon.collector.storage.query import Matcher
-from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.web.charts import COUNTERS, METRICS, GridSeries, build
 
 MAX_RANGE_SECONDS = 400 * 86400
@@ -28,9 +25,10 @@ def points_for(start: float, end: float, scrape_interval: float) -> int:
 
 
 async def history(
-    pool: asyncpg.Pool, server_id: int, start: float, end: float, scrape_interval: float = 1.0
+    reader: ChartReader, server_id: int, start: float, end: float, scrape_interval: float = 1.0
 ) -> dict[str, Any]:
-    reader = ChartReader(StorageReader(pool))
+    """``reader`` is the app's (app[CHARTS]): it knows the configured retention, so a range
+    older than the raw samples are kept is read from the rollups that still hold it."""
     chart = await reader.chart(
         [_WANTED], start, end, server_id=server_id, points=points_for(start, end, scrape_interval)
     )

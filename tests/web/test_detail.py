@@ -173,3 +173,23 @@ def test_sparse_samples_join_into_lines_and_a_long_outage_stays_a_break() -> Non
         values[i] = 1.0
     charts = [{"id": "load", "unit": "number", "series": [{"name": "1", "values": values}]}]
     assert columns_to_keep(charts, 40) == [0, 5, 10, 15, 16, 35, 39]
+
+
+async def test_history_reads_with_the_configured_retention_not_the_default(
+    pool: asyncpg.Pool,
+) -> None:
+    # Raw samples kept one hour: a 6 h range must come from the 1-minute rollups (the default
+    # retention keeps raw samples 15 days and would read raw rows that may be deleted).
+    await accounts.create_user(pool, "root", PASSWORD, "admin")
+    server_id = await pool.fetchval(
+        "INSERT INTO servers (name, url) VALUES ('web-1', 'http://10.0.0.5:9190/metrics')"
+        " RETURNING id"
+    )
+    for env, expected in (({}, "raw"), ({"VPSMON_STORAGE_RETENTION_RAW": "1h"}, "1m")):
+        config = load_config(None, env={"VPSMON_SCRAPE_INTERVAL": "15s", **env})
+        app = create_app(config, pool, Head())
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            browser = await login(client, "root")
+            status, body = await browser.api("GET", f"/api/servers/{server_id}/history?range=6h")
+        assert status == 200
+        assert body["resolution"] == expected, env
