@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import math
+import operator
 import re
 import time
 from bisect import bisect_left, bisect_right
@@ -97,7 +98,10 @@ class Engine:
 
     ``selector_cache_ttl`` (seconds, off by default) lets queries share what a selector fetched
     for the same time range during that long: a rule manager evaluating many rules at the same
-    time sets it to about a second, so rules that read the same series fetch them once.
+    time sets it to about a second, so rules that read the same series fetch them once; with
+    ``share_subexpressions`` (the default) they also share the values of subexpressions
+    evaluated at the same time (a warning and a critical rule over the same ratio compute it
+    once).
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class Engine:
         timeout: float = 120,
         max_samples: int = 20_000_000,
         selector_cache_ttl: float = 0.0,
+        share_subexpressions: bool = True,
     ) -> None:
         if lookback_delta <= 0:
             raise ValueError("lookback_delta must be positive")
@@ -118,6 +123,8 @@ class Engine:
         self.timeout = timeout
         self.max_samples = max_samples
         self.cache = _SelectorCache(selector_cache_ttl) if selector_cache_ttl > 0 else None
+        if self.cache is not None:
+            self.cache.subexpressions = share_subexpressions
 
     @staticmethod
     def check(expr: str) -> Node:
@@ -208,11 +215,20 @@ class _Context:
     ticks: int = 0
     last_yield: float = field(default_factory=time.monotonic)
 
+    def due(self) -> bool:
+        """Count one unit of work; True every 32nd, when `checkpoint` should run. Loops over
+        series call this (a plain call) instead of awaiting `checkpoint` for every series."""
+        self.ticks += 1
+        return not self.ticks & 31
+
     async def checkpoint(self) -> None:
         """Enforce the timeout and let other tasks run during a long evaluation."""
         self.ticks += 1
         if self.ticks & 31:
             return
+        await self.check_now()
+
+    async def check_now(self) -> None:
         now = time.monotonic()
         if now > self.deadline:
             raise PromQLError("query timed out in expression evaluation", "timeout")
@@ -229,27 +245,45 @@ class _Context:
 
 
 class _SelectorCache:
-    """Selector results by (matchers, range), kept ``ttl`` seconds; bounded."""
+    """What a selector fetched, and what a subexpression evaluated to, by what determines it
+    (matchers and time range; expression, steps and the query's start and end), kept ``ttl``
+    seconds; bounded.
 
-    MAX_ENTRIES = 4096
+    Rules of a group are evaluated at one timestamp, and many read the same series or share a
+    subexpression (a warning and a critical threshold over the same ratio): each is computed
+    once per evaluation. Every part of a query's result is freshly built and never changed in
+    place by the evaluator, so a cached value can be handed to several queries. Expired entries
+    are dropped at most ``ttl`` seconds after they expire, so a cycle's values do not linger.
+    """
+
+    MAX_ENTRIES = 8192
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self.entries: dict[tuple[Any, int, int], tuple[float, list[RawSeries]]] = {}
+        self.subexpressions = True  # also share subexpression values, not only selections
+        self.entries: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self.purge_at = 0.0
 
     def get(self, matchers: Any, mint: int, maxt: int) -> list[RawSeries] | None:
-        found = self.entries.get((matchers, mint, maxt))
+        return self.lookup((matchers, mint, maxt))
+
+    def put(self, matchers: Any, mint: int, maxt: int, data: list[RawSeries]) -> None:
+        self.store((matchers, mint, maxt), data)
+
+    def lookup(self, key: tuple[Any, ...]) -> Any:
+        found = self.entries.get(key)
         if found is None or found[0] < time.monotonic():
             return None
         return found[1]
 
-    def put(self, matchers: Any, mint: int, maxt: int, data: list[RawSeries]) -> None:
+    def store(self, key: tuple[Any, ...], value: Any) -> None:
         now = time.monotonic()
-        if len(self.entries) >= self.MAX_ENTRIES:
+        if now >= self.purge_at or len(self.entries) >= self.MAX_ENTRIES:
             self.entries = {k: v for k, v in self.entries.items() if v[0] >= now}
             if len(self.entries) >= self.MAX_ENTRIES:
                 self.entries.clear()
-        self.entries[(matchers, mint, maxt)] = (now + self.ttl, data)
+            self.purge_at = now + self.ttl
+        self.entries[key] = (now + self.ttl, value)
 
 
 class _StepOutput:
@@ -294,6 +328,10 @@ def _merge(items: Iterable[tuple[Labels, Vals]]) -> VectorVal:
     return list(out.items())
 
 
+# Nodes whose values the selector cache shares between the queries of one evaluation.
+_SHARED_NODES = (VectorSel, Call, Aggregate, Binary, Unary)
+
+
 class _Evaluator:
     def __init__(self, ctx: _Context, start: int, end: int, interval: int) -> None:
         self.ctx = ctx
@@ -307,6 +345,25 @@ class _Evaluator:
 
     async def eval(self, node: Node) -> Any:
         await self.ctx.checkpoint()
+        cache = self.ctx.cache
+        if cache is None or not cache.subexpressions or not isinstance(node, _SHARED_NODES):
+            return await self._eval(node)
+        # The value depends on the expression (its repr tells -0.0 from 0.0, which its
+        # hash does not), the steps, and the query's start and end (for @ start()/end()).
+        ctx = self.ctx
+        key = ("expr", repr(node), self.start, self.end, self.interval, ctx.query_start,
+               ctx.query_end)  # fmt: skip
+        found = cache.lookup(key)
+        if found is not None:
+            value, samples = found
+            ctx.count(samples)  # the same limit as when it is computed
+            return value
+        before = ctx.samples
+        value = await self._eval(node)
+        cache.store(key, (value, ctx.samples - before))
+        return value
+
+    async def _eval(self, node: Node) -> Any:
         if isinstance(node, NumberLit):
             return [node.value] * self.n
         if isinstance(node, StringLit):
@@ -350,7 +407,8 @@ class _Evaluator:
         total = 0
         for s in found:
             total += len(s.timestamps)
-            out.append((lbl.from_mapping(s.labels), s.timestamps, s.values))
+            key = s.key if s.key is not None else lbl.from_mapping(s.labels)
+            out.append((key, s.timestamps, s.values))
         self.ctx.count(total)
         if cache is not None:
             cache.put(sel.matchers, mint, maxt, out)
@@ -363,8 +421,10 @@ class _Evaluator:
         out: VectorVal = []
         if self.n == 1:  # the fetch is the lookback window: its newest sample is the answer
             high, low = refs[0] / 1000, (refs[0] - lookback) / 1000
+            ctx = self.ctx
             for labels, ts, vs in data:
-                await self.ctx.checkpoint()
+                if ctx.due():
+                    await ctx.check_now()
                 j = len(ts) - 1 if ts and ts[-1] <= high else bisect_right(ts, high) - 1
                 if j < 0 or ts[j] < low:
                     continue
@@ -524,8 +584,10 @@ class _Evaluator:
             if params:
                 window.params = tuple(p[0] for p in params)
             low, high = window.start / 1000, window.end / 1000
+            ctx = self.ctx
             for labels, ts, vs in series:
-                await self.ctx.checkpoint()
+                if ctx.due():
+                    await ctx.check_now()
                 if ts[0] < low or ts[-1] > high:
                     lo, hi = bisect_left(ts, low), bisect_right(ts, high)
                     if lo >= hi:
@@ -709,6 +771,10 @@ class _Evaluator:
         drop = op in ARITHMETIC or node.return_bool
         return_bool = node.return_bool
         out: VectorVal = []
+        if self.n == 1 and op in _FAST_OPS:
+            # Instant queries and rules (`x > 80`, `100 * x`): one value per series, the
+            # operator as a plain function (what _elem_binop computes, without its dispatch).
+            return self._vector_scalar_instant(op, vec, scalar[0], swap, return_bool)
         if self.n == 1:  # instant queries and rules: one value per series
             s = scalar[0]
             for labels, vals in vec:
@@ -743,6 +809,29 @@ class _Evaluator:
             if found:
                 out.append((lbl.drop_name(labels) if drop else labels, new))
         return _merge(out) if drop else out
+
+    @staticmethod
+    def _vector_scalar_instant(
+        op: str, vec: VectorVal, s: float, swap: bool, return_bool: bool
+    ) -> VectorVal:
+        f = _FAST_OPS[op]
+        drop_name = lbl.drop_name
+        if op in ARITHMETIC:
+            if swap:
+                return _merge((drop_name(ls), [f(s, v)]) for ls, (v,) in vec if v is not None)
+            return _merge((drop_name(ls), [f(v, s)]) for ls, (v,) in vec if v is not None)
+        if return_bool:  # comparison with bool: 1 or 0 for every series, without the name
+            if swap:
+                return _merge(
+                    (drop_name(ls), [1.0 if f(s, v) else 0.0]) for ls, (v,) in vec if v is not None
+                )
+            return _merge(
+                (drop_name(ls), [1.0 if f(v, s) else 0.0]) for ls, (v,) in vec if v is not None
+            )
+        # A filter keeps the vector's own value and labels.
+        if swap:
+            return [(ls, vals) for ls, vals in vec if vals[0] is not None and f(s, vals[0])]
+        return [(ls, vals) for ls, vals in vec if vals[0] is not None and f(vals[0], s)]
 
     def _signature(self, node: Binary) -> Callable[[Labels], Labels]:
         names = frozenset(node.matching)
@@ -973,6 +1062,23 @@ class _Evaluator:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+# Binary operators as functions of (left, right), as _elem_binop computes them: arithmetic
+# gives the value, a comparison whether the pair is kept.
+_FAST_OPS: dict[str, Callable[[float, float], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": mathops.div,
+    "^": mathops.power,
+    "%": mathops.mod,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
+    ">=": operator.ge,
+    "<=": operator.le,
+}
 
 
 def _map_values(vec: VectorVal, fn: Callable[[float], float]) -> VectorVal:

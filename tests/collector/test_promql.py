@@ -482,3 +482,41 @@ async def test_a_query_loading_too_many_samples_is_refused(source: MemorySource)
         await engine.range_query("http_requests_total", 0, 600, 1)
     assert info.value.kind == "execution"
     assert len(await engine.instant_query("http_requests_total", 600)) == 3
+
+
+async def test_shared_subexpressions_answer_as_if_computed_again(source: MemorySource) -> None:
+    # The rule manager's engine shares subexpression values between queries at one time.
+    shared = Engine(source, selector_cache_ttl=60)
+    fresh = Engine(source)
+    t = 600
+    for query in (
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "sum by (job) (rate(http_requests_total[5m])) > 0.6",  # the inner sum from the cache
+        "sum by (job) (rate(http_requests_total[5m])) > bool 0.6",
+        "memory_bytes * 0",
+        "memory_bytes * -0",  # equal to 0 and hashed alike, but not the same answer
+        "-(memory_bytes * 0)",
+    ):
+        want = result_json(await fresh.instant_query(query, t))
+        assert result_json(await shared.instant_query(query, t)) == want, query
+        assert result_json(await shared.instant_query(query, t)) == want, query
+    assert (
+        result_json(await shared.instant_query("memory_bytes * -0", t))["result"][0]["value"][1]
+        == "-0"
+    )
+    # A range query at other steps does not take an instant value of the same expression.
+    ranged = await shared.range_query("sum(rate(http_requests_total[5m]))", 300, 600, 60)
+    assert ranged == await fresh.range_query("sum(rate(http_requests_total[5m]))", 300, 600, 60)
+
+
+async def test_a_shared_subexpression_still_counts_towards_the_sample_limit(
+    source: MemorySource,
+) -> None:
+    # Alone the subexpression fits in the limit; twice in one query it does not. Served the
+    # second time from the cache, its samples must still count.
+    query = "sum(rate(http_requests_total[5m]))"
+    for ttl in (0.0, 60.0):
+        engine = Engine(source, selector_cache_ttl=ttl, max_samples=20)
+        await engine.instant_query(query, 600)
+        with pytest.raises(PromQLError, match="too many samples"):
+            await engine.instant_query(f"{query} + {query}", 600)

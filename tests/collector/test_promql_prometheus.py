@@ -60,10 +60,18 @@ async def prometheus(prometheus_url: str) -> AsyncIterator[Prometheus]:
         yield Prometheus(prometheus_url, session)
 
 
+# The rule manager's engine shares selector results and subexpression values between the
+# queries of one evaluation (selector_cache_ttl): with it on, the corpus' queries (which share
+# many subexpressions) are answered partly from values other queries computed, and each query
+# is asked twice, the second time wholly from the cache.
+CACHE_TTLS = [pytest.param(0.0, id="no-cache"), pytest.param(3600.0, id="selector-cache")]
+
+
+@pytest.mark.parametrize("cache_ttl", CACHE_TTLS)
 async def test_instant_queries_match_prometheus(
-    prometheus: Prometheus, source: MemorySource
+    prometheus: Prometheus, source: MemorySource, cache_ttl: float
 ) -> None:
-    engine = Engine(source)
+    engine = Engine(source, selector_cache_ttl=cache_ttl)
     problems: list[str] = []
     non_empty = 0
     times = corpus.INSTANT_TIMES + corpus.boundary_times(corpus.generate())
@@ -73,14 +81,20 @@ async def test_instant_queries_match_prometheus(
             assert theirs["status"] == "success", (query, theirs)
             ours = result_json(await engine.instant_query(query, t))
             problems += corpus.compare(f"{query} @ {t}", ours, theirs["data"])
+            if cache_ttl:
+                again = result_json(await engine.instant_query(query, t))
+                problems += corpus.compare(f"{query} @ {t} (cached)", again, theirs["data"])
             non_empty += bool(theirs["data"]["result"])
     assert not problems, "\n".join(problems[:30])
     # Not a vacuous pass: most queries have answers at most of the times.
     assert non_empty > 0.7 * len(corpus.QUERIES) * len(times), non_empty
 
 
-async def test_range_queries_match_prometheus(prometheus: Prometheus, source: MemorySource) -> None:
-    engine = Engine(source)
+@pytest.mark.parametrize("cache_ttl", CACHE_TTLS)
+async def test_range_queries_match_prometheus(
+    prometheus: Prometheus, source: MemorySource, cache_ttl: float
+) -> None:
+    engine = Engine(source, selector_cache_ttl=cache_ttl)
     problems: list[str] = []
     points = 0
     for query in corpus.RANGE_QUERIES:
@@ -95,6 +109,9 @@ async def test_range_queries_match_prometheus(prometheus: Prometheus, source: Me
             assert theirs["status"] == "success", (query, theirs)
             ours = result_json(await engine.range_query(query, start, end, step))
             problems += corpus.compare(f"{query} [{start}, {end}, {step}]", ours, theirs["data"])
+            if cache_ttl:
+                again = result_json(await engine.range_query(query, start, end, step))
+                problems += corpus.compare(f"{query} (cached)", again, theirs["data"])
             points += sum(len(r["values"]) for r in theirs["data"]["result"])
     assert not problems, "\n".join(problems[:30])
     assert points > 3000, points
