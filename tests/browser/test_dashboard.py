@@ -7,6 +7,7 @@ Screenshots go to test-artifacts/ (dashboard-*.png)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -224,7 +225,13 @@ def test_add_a_server_watch_it_live_read_a_day_of_history_in_english_and_chinese
         page.click("button[type=submit].primary")
         page.wait_for_url(site + "/servers/*")
 
-        # Chinese, on the detail page.
+        # Chinese, on the detail page. The charts' axes are drawn on canvas: record the text
+        # drawn, to read the time axis' labels.
+        page.add_init_script(
+            "window.__drawn = []; const fill = CanvasRenderingContext2D.prototype.fillText;"
+            " CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {"
+            " window.__drawn.push(String(text)); return fill.call(this, text, ...rest); };"
+        )
         page.click("button[value=zh-CN]")
         page.wait_for_selector("text=图表")
         page.click("#ranges button[data-range='24h']")
@@ -233,6 +240,18 @@ def test_add_a_server_watch_it_live_read_a_day_of_history_in_english_and_chinese
             " && document.querySelector('#load-state').textContent === ''"
         )
         assert "CPU（按模式）" in page.locator(".chart h2").all_inner_texts()
+        drawn = page.evaluate("() => window.__drawn")
+        # Dates on the time axis in Chinese (11月22日), hours on a 24 h clock; no English
+        # month or am/pm, which uPlot draws by default.
+        assert any(re.fullmatch(r"\d{2}:\d{2}(\n\d{1,2}月\d{1,2}日)?", t) for t in drawn), drawn
+        assert any("月" in t for t in drawn), drawn
+        english = re.compile(r"\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\b|\d(am|pm)\b")
+        assert not [t for t in drawn if english.search(t)], drawn
+        box = page.locator(".chart[data-chart=cpu] .u-over").bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        legend_time = page.locator(".chart[data-chart=cpu] .u-legend .u-value").first
+        page.wait_for_function("(e) => /年/.test(e.textContent)", arg=legend_time.element_handle())
         page.screenshot(path=str(artifacts_dir / "dashboard-detail-zh.png"), full_page=True)
 
         # Dark theme: the same page with the system in dark mode.

@@ -15,6 +15,31 @@ const PALETTE = ["#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4
   "#f97316", "#6366f1", "#14b8a6", "#a855f7"];
 const ORDER = ["cpu", "memory", "load", "net", "disk", "diskio", "tcp", "procs", "temp"];
 const plots = new Map(); // chart id -> {plot, names, card}
+// Dates and times in the page's language (uPlot's own axis labels are English: "Nov 22", "3pm").
+const LANG = document.documentElement.lang || "en";
+const DAY_FMT = new Intl.DateTimeFormat(LANG, { month: "short", day: "numeric" });
+const TIME_FMT = new Intl.DateTimeFormat(LANG, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+const SECOND_FMT = new Intl.DateTimeFormat(LANG, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+const FULL_FMT = new Intl.DateTimeFormat(LANG, {
+  year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+});
+const fullDate = (seconds) => FULL_FMT.format(new Date(seconds * 1000));
+
+// x-axis tick labels: days when ticks are a day or more apart, else times, with the day under
+// the first tick of each day.
+function timeTicks(u, splits, axisIdx, space, incr) {
+  let lastDay = null;
+  return splits.map((s) => {
+    if (s == null) return "";
+    const d = new Date(s * 1000);
+    const day = DAY_FMT.format(d);
+    if (incr >= 86400) return day;
+    const time = (incr < 60 ? SECOND_FMT : TIME_FMT).format(d);
+    const label = day !== lastDay ? `${time}\n${day}` : time;
+    lastDay = day;
+    return label;
+  });
+}
 let mode = { range: "live" };
 let liveData = null; // {t: [], charts: {id: {unit, names, values: {name: []}}}}
 let lastLive = null;
@@ -42,7 +67,7 @@ function renderStats(live) {
   host("cpu_model", live.cpu_model); host("cores", live.cores); host("virtualization", live.virtualization);
   host("memory_total", live.memory_total ? bytes(live.memory_total) : null);
   host("swap_total", live.swap_total != null ? bytes(live.swap_total) : null);
-  host("boot_time", live.boot_time ? new Date(live.boot_time * 1000).toLocaleString() : null);
+  host("boot_time", live.boot_time ? fullDate(live.boot_time) : null);
   const tr = live.traffic;
   if (tr) {
     document.getElementById("traffic-detail").textContent =
@@ -105,12 +130,12 @@ function makePlot(id, unit, names, columns, t) {
     legend: { live: true },
     scales: { x: { time: true }, y: id === "cpu" || id === "disk" ? { range: [0, 100] } : { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } },
     axes: [
-      { ...axis },
+      { ...axis, values: timeTicks, size: 44 },
       { ...axis, size: unit === "bytes/s" ? 78 : unit === "bytes" ? 70 : 52, values: (u, vals) => vals.map(fmtv),
         ...(unit === "bytes" || unit === "bytes/s" ? { incrs: BYTE_INCRS } : {}) },
     ],
     series: [
-      { label: T["detail.time"], value: (u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleString()) },
+      { label: T["detail.time"], value: (u, v) => (v == null ? "–" : fullDate(v)) },
       ...names.map((n, i) => ({
         label: seriesLabel(id, n),
         stroke: PALETTE[i % PALETTE.length],
