@@ -37,7 +37,7 @@ from vpsmon.collector.fleet.agents import agent_target
 from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.web import access
 from vpsmon.web.command import Agent, audit_command, check_ws_origin, open_agent
-from vpsmon.web.keys import DOCKER_SOCKETS, POOL
+from vpsmon.web.keys import DOCKER_SOCKETS, HUB, POOL
 
 log = logging.getLogger("vpsmon.web.docker")
 
@@ -352,6 +352,7 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
     # No deadline: a followed log stays open until one side goes away.
     call = agent.stub.DockerLogs(message, metadata=agent.metadata)
     pump = asyncio.create_task(_pump_logs(call, ws))
+    watch = asyncio.create_task(_recheck_access(request, ws, server_id))
     try:
         async for msg in ws:  # the page sends nothing; this ends when it goes away
             if msg.type == WSMsgType.ERROR:
@@ -361,9 +362,10 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
     finally:
         sockets.discard(ws)
         call.cancel()  # stops the exporter's `docker logs` at once
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        for task in (pump, watch):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if not ws.closed:
             await ws.close()
         log.info(
@@ -373,6 +375,41 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
             agent.user.username,
         )
     return ws
+
+
+async def still_allowed(request: web.Request, server_id: int) -> str | None:
+    """None while the socket's user may still read this server's logs, else why not."""
+    user = await access.recheck_credentials(request)
+    if user is None:
+        return "the session ended"
+    if not role_allows(user.role, "operator"):
+        return "this needs the operator role"
+    db = request.app[POOL]
+    if not access.is_visible(await access.visible_server_ids(db, user), server_id):
+        return "no such server"
+    record = await agent_target(db, server_id)
+    if record is None or "docker" not in record.features:
+        return "docker control is no longer enabled on this server"
+    return None
+
+
+async def _recheck_access(request: web.Request, ws: web.WebSocketResponse, server_id: int) -> None:
+    """A followed log can stay open for days: it must not outlive the user's access. Like the
+    live socket (web/app.py), re-read the session or token, the role, the grants and the
+    enrolment every `recheck_seconds`, and close the socket when one of them is gone."""
+    every = request.app[HUB].recheck_seconds
+    while not ws.closed:
+        await asyncio.sleep(every)
+        try:
+            reason = await still_allowed(request, server_id)
+        except Exception as err:  # database away: keep the socket, try again later
+            log.warning("cannot re-check docker logs access error=%s", err)
+            continue
+        if reason is not None:
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_json({"type": "error", "error": f"access ended: {reason}"})
+            await ws.close(code=4403, message=b"access ended")
+            return
 
 
 async def _pump_logs(call: Any, ws: web.WebSocketResponse) -> None:

@@ -15,10 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.command_fixtures import CommandRig, EnrolledServer, EnrollServer, Web
 from tests.dockerd import Dockerd
 from vpsmon.web.docker import LogText, logs_request, stats_summary
+from vpsmon.web.keys import HUB
 
 HOSTILE = '<img src=x onerror="alert(1)">&amp;'
 
@@ -223,6 +225,37 @@ async def test_leaving_the_logs_stops_the_exporter_stream(
                 break
             await asyncio.sleep(0.1)
         assert len(log_threads()) == before
+
+
+async def test_a_followed_log_closes_when_the_users_grant_is_revoked(
+    command_rig: CommandRig, enrolled_server: EnrollServer, dockerd: Dockerd, container: Any
+) -> None:
+    box = await docker_server(enrolled_server, dockerd)
+    await command_rig.grant("olga", box.server_id)
+
+    def quick_recheck(app: web.Application) -> None:
+        app[HUB].recheck_seconds = 0.2
+
+    web_app = await command_rig.start_web(quick_recheck)
+    path = f"/api/servers/{box.server_id}/containers/{container.name}/logs?follow=1"
+    before = len(log_threads())
+    async with session(web_app, "olga") as olga:
+        ws = await olga.client.ws_connect(path, headers={"Origin": web_app.origin})
+        await read_logs(ws, "first-line")
+        await asyncio.sleep(0.5)  # several re-checks pass while the grant stands
+        assert not ws.closed
+        await command_rig.pool.execute(
+            "DELETE FROM user_server_grants WHERE user_id = $1", command_rig.users["olga"].id
+        )
+        message = json.loads((await asyncio.wait_for(ws.receive(), 30)).data)
+        assert message == {"type": "error", "error": "access ended: no such server"}
+        closing = await asyncio.wait_for(ws.receive(), 30)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 4403
+    for _ in range(150):
+        if len(log_threads()) == before:
+            break
+        await asyncio.sleep(0.1)
+    assert len(log_threads()) == before
 
 
 async def test_a_container_that_stops_ends_its_followed_log(
