@@ -113,7 +113,7 @@ async def fleet_fixture(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Fle
                 features=["exec", "pty"],
                 token=target.token,
             )
-        add_fleet_service(server, FleetService(pool, agents, concurrency=10))
+        add_fleet_service(server, FleetService(pool, agents, concurrency=10, recheck_seconds=0.5))
         credentials = grpc.ssl_server_credentials(
             [(identity.key.read_bytes(), identity.cert.read_bytes())]
         )

@@ -16,7 +16,6 @@ service through the collector's pooled, pinned connections (collector/fleet/pool
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -52,7 +51,7 @@ log = logging.getLogger("vpsmon.collector.fleet")
 # Added to a command's own timeout for the call's deadline: the exporter kills the command at
 # its timeout and reports it; the deadline only catches an exporter that stops answering.
 DEADLINE_GRACE_SECONDS = 15.0
-# A terminal re-reads its user's token and access this often and closes when either is gone.
+# A terminal re-reads its user's token, role and access this often; it closes when one is gone.
 RECHECK_SECONDS = 30.0
 MAX_ARGV_BYTES = 64 * 1024
 
@@ -127,11 +126,13 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
         *,
         concurrency: int = 50,
         exec_timeout: float = 600.0,
+        recheck_seconds: float = RECHECK_SECONDS,
     ) -> None:
         self.db = db
         self.agents = agents
         self.concurrency = concurrency
         self.exec_timeout = exec_timeout
+        self.recheck_seconds = recheck_seconds
 
     # ---------------------------------------------------------------- checks
 
@@ -415,9 +416,13 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
 
         async def still_allowed() -> None:
             while True:
-                await asyncio.sleep(RECHECK_SECONDS)
+                await asyncio.sleep(self.recheck_seconds)
                 found = await tokens.authenticate_token(self.db, caller.token)
-                if found is None or not await can_see_server(self.db, found[0], server.id):
+                if (
+                    found is None
+                    or not role_allows(found[0].role, "operator")
+                    or not await can_see_server(self.db, found[0], server.id)
+                ):
                     call.cancel()
                     return
 
@@ -436,11 +441,12 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
                 raise
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "access to the server ended")
         finally:
+            call.cancel()
             for task in helpers:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                    await task
-            call.cancel()
+            # Not awaited to the end: a task blocked reading the client's stream does not
+            # always finish when cancelled while the handler is being aborted.
+            await asyncio.wait(helpers, timeout=1.0)
             end: dict[str, Any] = {
                 "session": detail["session"],
                 "duration_seconds": round(time.monotonic() - started, 3),

@@ -310,3 +310,37 @@ async def test_a_client_that_goes_away_stops_the_commands_and_the_audit_says_so(
             await asyncio.sleep(0.1)
     assert {e.server_name for e in ended} == {"web1", "web2"}
     assert all(e.detail["error"].startswith("cancelled") and not e.success for e in ended)
+
+
+@pytest.mark.parametrize("revoke", ["grant", "token", "role"])
+async def test_an_open_terminal_closes_when_access_token_or_role_goes_away(
+    fleet: Fleet, revoke: str
+) -> None:
+    settings = fleet.settings("op")
+    channel = await open_channel(settings)
+    async with channel:
+        call = fleet_service_pb2_grpc.FleetStub(channel).Pty(metadata=auth_metadata(settings))
+        start = pb.PtyStart(argv=["/bin/sh"])
+        await call.write(
+            fpb.FleetPtyClientMessage(open=fpb.FleetPtyOpen(target="web1", start=start))
+        )
+        await call.write(fpb.FleetPtyClientMessage(data=b"echo sta''rted\n"))
+        seen = b""
+        async with asyncio.timeout(30):
+            while b"started" not in seen:
+                seen += (await call.read()).data
+        if revoke == "grant":
+            await fleet.pool.execute("DELETE FROM user_server_grants")
+        elif revoke == "token":
+            await fleet.pool.execute("UPDATE api_tokens SET revoked_at = now()")
+        else:
+            await fleet.pool.execute("UPDATE users SET role = 'viewer' WHERE username = 'op'")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async with asyncio.timeout(30):
+                while True:
+                    await call.read()
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with asyncio.timeout(10):
+        while not (closed := await search(fleet.pool, AuditQuery(action="pty.close"))):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert closed[0].detail["error"] == "access revoked" and not closed[0].success
