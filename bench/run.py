@@ -6,7 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("exporter.py", "parser.py", "promql.py", "dashboard.py", "rules.py", "fleet.py")
+BENCHMARKS = (
+    "exporter.py",
+    "parser.py",
+    "promql.py",
+    "dashboard.py",
+    "rules.py",
+    "fleet.py",
+    "terminal.py",
+)
 
 
 def main(argv: list[str]) -> int:
