@@ -29,7 +29,7 @@ import grpc
 from vpsmon.collector import audit, tokens
 from vpsmon.collector.access import can_see_server
 from vpsmon.collector.accounts import User, role_allows
-from vpsmon.collector.fleet import fanout
+from vpsmon.collector.fleet import fanout, recordings
 from vpsmon.collector.fleet.agents import AgentRecord, agent_target, list_agents
 from vpsmon.collector.fleet.fanout import (
     Emit,
@@ -53,6 +53,9 @@ log = logging.getLogger("vpsmon.collector.fleet")
 DEADLINE_GRACE_SECONDS = 15.0
 # A terminal re-reads its user's token, role and access this often; it closes when one is gone.
 RECHECK_SECONDS = 30.0
+# Terminal recordings are stored about this often while the session runs.
+FLUSH_SECONDS = 1.0
+DEFAULT_ROWS, DEFAULT_COLS = 24, 80
 MAX_ARGV_BYTES = 64 * 1024
 
 
@@ -127,12 +130,14 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
         concurrency: int = 50,
         exec_timeout: float = 600.0,
         recheck_seconds: float = RECHECK_SECONDS,
+        max_recording_bytes: int = recordings.DEFAULT_MAX_BYTES,
     ) -> None:
         self.db = db
         self.agents = agents
         self.concurrency = concurrency
         self.exec_timeout = exec_timeout
         self.recheck_seconds = recheck_seconds
+        self.max_recording_bytes = max_recording_bytes
 
     # ---------------------------------------------------------------- checks
 
@@ -398,67 +403,9 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
             await context.abort(code, f"{server.name}: {err}")
             raise AssertionError("unreachable") from None
         detail["session"] = secrets.token_hex(8)
-        await self._audit(caller, "pty.open", server.id, detail=detail)
-        started = time.monotonic()
-        call = self.agents.stub(target).Pty(metadata=self.agents.metadata(target))
-        exit_status: pb.ExitStatus | None = None
-        error = ""
-
-        async def typed() -> None:
-            await call.write(pb.PtyClientMessage(start=opening.start))
-            async for message in request_iterator:
-                kind = message.WhichOneof("kind")
-                if kind == "data":
-                    await call.write(pb.PtyClientMessage(data=message.data))
-                elif kind == "resize":
-                    await call.write(pb.PtyClientMessage(resize=message.resize))
-            await call.done_writing()
-
-        async def still_allowed() -> None:
-            while True:
-                await asyncio.sleep(self.recheck_seconds)
-                found = await tokens.authenticate_token(self.db, caller.token)
-                if (
-                    found is None
-                    or not role_allows(found[0].role, "operator")
-                    or not await can_see_server(self.db, found[0], server.id)
-                ):
-                    call.cancel()
-                    return
-
-        helpers = [asyncio.create_task(typed()), asyncio.create_task(still_allowed())]
-        try:
-            async for message in call:
-                if message.WhichOneof("kind") == "exit":
-                    exit_status = message.exit
-                yield message
-        except grpc.aio.AioRpcError as err:
-            error = err.details() or err.code().name
-            await context.abort(err.code(), f"{server.name}: {error}")
-        except asyncio.CancelledError:
-            error = "access revoked" if helpers[1].done() else "client went away"
-            if not helpers[1].done():
-                raise
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "access to the server ended")
-        finally:
-            call.cancel()
-            for task in helpers:
-                task.cancel()
-            # Not awaited to the end: a task blocked reading the client's stream does not
-            # always finish when cancelled while the handler is being aborted.
-            await asyncio.wait(helpers, timeout=1.0)
-            end: dict[str, Any] = {
-                "session": detail["session"],
-                "duration_seconds": round(time.monotonic() - started, 3),
-            }
-            if exit_status is not None:
-                end["exit_code"] = exit_status.code
-                end["signal"] = exit_status.signal
-            if error:
-                end["error"] = error
-            await asyncio.shield(
-                self._audit(caller, "pty.close", server.id, success=not error, detail=end)
-            )
+        bridge = TerminalBridge(self, caller, server, target, opening.start, detail)
+        async for message in bridge.run(request_iterator, context):
+            yield message
 
 
 def _describe(selector: fpb.FleetSelector) -> str:
@@ -484,3 +431,161 @@ def _outcome_detail(outcome: Outcome) -> dict[str, Any]:
 
 def add_fleet_service(server: grpc.aio.Server, service: FleetService) -> None:
     fleet_service_pb2_grpc.add_FleetServicer_to_server(service, server)
+
+
+class TerminalBridge:
+    """One `vpsmon shell` session: the client's stream ⇄ the exporter's Agent.Pty, recorded
+    like the web terminal's (collector/fleet/recordings.py: output and resizes, never the
+    keystrokes) and audited (`pty.open` before the shell starts, `pty.close` after)."""
+
+    def __init__(
+        self,
+        service: FleetService,
+        caller: Caller,
+        server: Server,
+        target: AgentTarget,
+        start: pb.PtyStart,
+        detail: dict[str, Any],
+    ) -> None:
+        self.service = service
+        self.db = service.db
+        self.caller = caller
+        self.server = server
+        self.target = target
+        self.start = start
+        self.detail = detail
+        self.recorder = recordings.Recorder(service.max_recording_bytes)
+        self.started = time.monotonic()
+        self.exit: pb.ExitStatus | None = None
+        self.error = ""
+        self.revoked = False
+        self._seq = 0
+
+    def _now(self) -> float:
+        return time.monotonic() - self.started
+
+    async def run(
+        self,
+        request_iterator: AsyncIterator[fpb.FleetPtyClientMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.PtyServerMessage]:
+        rows = self.start.size.rows or DEFAULT_ROWS
+        cols = self.start.size.cols or DEFAULT_COLS
+        self.recording_id = await recordings.start(
+            self.db, user=self.caller.user, server_id=self.server.id, cols=cols, rows=rows
+        )
+        self.detail["recording"] = self.recording_id
+        await self.service._audit(self.caller, "pty.open", self.server.id, detail=self.detail)
+        agents = self.service.agents
+        call = agents.stub(self.target).Pty(metadata=agents.metadata(self.target))
+        helpers = [
+            asyncio.create_task(self._typed(call, request_iterator)),
+            asyncio.create_task(self._still_allowed(call)),
+            asyncio.create_task(self._flush_every_second()),
+        ]
+        try:
+            async for message in call:
+                if message.WhichOneof("kind") == "exit":
+                    self.exit = message.exit
+                else:
+                    self.recorder.output(message.data, self._now())
+                yield message
+        except grpc.aio.AioRpcError as err:
+            self.error = err.details() or err.code().name
+            await context.abort(err.code(), f"{self.server.name}: {self.error}")
+        except asyncio.CancelledError:
+            if not self.revoked:
+                self.error = "client went away"
+                raise
+            self.error = "access revoked"
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "access to the server ended")
+        finally:
+            call.cancel()
+            for task in helpers:
+                task.cancel()
+            # Not awaited to the end: a task blocked reading the client's stream does not
+            # always finish when cancelled while the handler is being aborted.
+            await asyncio.wait(helpers, timeout=1.0)
+            await asyncio.shield(self._finish())
+
+    async def _typed(
+        self, call: Any, request_iterator: AsyncIterator[fpb.FleetPtyClientMessage]
+    ) -> None:
+        await call.write(pb.PtyClientMessage(start=self.start))
+        async for message in request_iterator:
+            kind = message.WhichOneof("kind")
+            if kind == "data":
+                self.recorder.typed(message.data)
+                await call.write(pb.PtyClientMessage(data=message.data))
+            elif kind == "resize":
+                size = message.resize
+                self.recorder.resize(size.cols, size.rows, self._now())
+                await call.write(pb.PtyClientMessage(resize=size))
+        await call.done_writing()
+
+    async def _still_allowed(self, call: Any) -> None:
+        """A terminal must not outlive its token, its user's role or the server's grant."""
+        while True:
+            await asyncio.sleep(self.service.recheck_seconds)
+            try:
+                found = await tokens.authenticate_token(self.db, self.caller.token)
+                allowed = (
+                    found is not None
+                    and role_allows(found[0].role, "operator")
+                    and await can_see_server(self.db, found[0], self.server.id)
+                )
+            except Exception as err:  # database away: keep the session, look again later
+                log.warning("cannot re-check terminal access error=%s", err)
+                continue
+            if not allowed:
+                self.revoked = True
+                call.cancel()
+                return
+
+    async def _flush(self) -> None:
+        events = self.recorder.take()
+        if events:
+            await recordings.append(self.db, self.recording_id, self._seq, events)
+            self._seq += 1
+
+    async def _flush_every_second(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self._flush()
+            except Exception as err:  # database away: keep the events, try again
+                log.warning(
+                    "cannot store terminal recording id=%s error=%s", self.recording_id, err
+                )
+
+    async def _finish(self) -> None:
+        status = self.exit
+        end: dict[str, Any] = {
+            "session": self.detail["session"],
+            "recording": self.recording_id,
+            "duration_seconds": round(self._now(), 3),
+            "bytes_out": self.recorder.bytes_out,
+            "bytes_in": self.recorder.bytes_in,
+        }
+        if status is not None:
+            end["exit_code"] = status.code
+            if status.signal:
+                end["signal"] = status.signal
+        if self.error:
+            end["error"] = self.error
+        if self.recorder.truncated:
+            end["truncated"] = True
+        try:
+            await self._flush()
+            await recordings.finish(
+                self.db,
+                self.recording_id,
+                self.recorder,
+                exit_code=status.code if status is not None else None,
+                exit_signal=status.signal if status is not None else None,
+            )
+        except Exception as err:
+            log.warning("cannot finish terminal recording id=%s error=%s", self.recording_id, err)
+        await self.service._audit(
+            self.caller, "pty.close", self.server.id, success=not self.error, detail=end
+        )

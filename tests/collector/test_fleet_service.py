@@ -12,6 +12,7 @@ import pytest
 
 from tests.fleet_fixtures import Fleet, fleet_fixture  # noqa: F401 (the fixture)
 from vpsmon.collector.audit import AuditQuery, search
+from vpsmon.collector.fleet import recordings
 from vpsmon.collector.fleet.agents import record_agent, revoke_agent
 from vpsmon.collector.tokens import revoke_token
 from vpsmon.fleet_client import ClientError, ClientSettings, auth_metadata, open_channel
@@ -244,6 +245,13 @@ async def test_a_terminal_through_the_collector_echoes_typed_input(fleet: Fleet)
     assert [e.server_name for e in opened] == ["web1"] and opened[0].username == "op"
     assert closed[0].detail["exit_code"] == 7
     assert closed[0].detail["session"] == opened[0].detail["session"]
+    # Recorded like a web terminal: output and resizes, replayable as asciicast v2.
+    recording = await recordings.get(fleet.pool, opened[0].detail["recording"])
+    assert recording is not None and recording.exit_code == 7
+    assert (recording.username, recording.server_name) == ("op", "web1")
+    assert recording.bytes_in == len(b"stty size; echo hel''lo; exit 7\n")
+    cast = "".join([line async for line in recordings.cast_lines(fleet.pool, recording)])
+    assert "hello" in cast and '"r", "100x40"' in cast
 
 
 async def test_a_terminal_on_a_server_not_granted_or_on_a_group_is_refused(fleet: Fleet) -> None:
