@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import cast
 
 import asyncpg
+import grpc
 from aiohttp import web
 
 from vpsmon.collector import accounts
 from vpsmon.collector.config import CollectorConfig
+from vpsmon.collector.fleet.identity import ensure_identity
+from vpsmon.collector.fleet.pool import AgentPool
+from vpsmon.collector.fleet.server import GrpcService, enrol_service, start_grpc_server
+from vpsmon.collector.fleet.service import FleetService, add_fleet_service
 from vpsmon.collector.gcpolicy import freeze_startup_objects
 from vpsmon.collector.head import Head
 from vpsmon.collector.notify.service import NotifyService
@@ -40,9 +45,10 @@ from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.storage.spool import Spool
 from vpsmon.collector.storage.timescale import prepare as prepare_layout
 from vpsmon.collector.storage.writer import SampleWriter
+from vpsmon.exporter.security import CertificatePaths
 from vpsmon.web import promapi
 from vpsmon.web.app import create_app
-from vpsmon.web.keys import RULES, WRITER
+from vpsmon.web.keys import AGENTS, RULES, WRITER
 from vpsmon.web.targets import TARGET_STATUS
 
 log = logging.getLogger("vpsmon.collector")
@@ -108,6 +114,7 @@ async def run_collector(
         # promapi's protocol declares plain (settable) attributes, which mypy tells apart.
         app[promapi.TARGETS] = cast(promapi.TargetSource, scraper)
         runner = await serve_site(app, config.listen.host, config.listen.port)
+        grpc_server = await _start_grpc(config, pool, app[AGENTS])
         try:
             async with notify.running(head), scraper:
                 await scraper.sync(initial)
@@ -143,9 +150,45 @@ async def run_collector(
                     spool.size,
                 )
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2)
             await runner.cleanup()
     finally:
         await pool.close()
+
+
+def _grpc_services(
+    config: CollectorConfig, pool: asyncpg.Pool, identity: CertificatePaths, agents: AgentPool
+) -> list[GrpcService]:
+    """The services on the collector's gRPC port (grpc.listen). Add yours here: a callable
+    that registers your servicer, e.g. `lambda server: add_XServicer_to_server(X(...), server)`."""
+    fleet = FleetService(
+        pool,
+        agents,
+        concurrency=config.fleet_exec_concurrency,
+        exec_timeout=config.fleet_exec_timeout,
+    )
+    return [enrol_service(pool, identity), lambda server: add_fleet_service(server, fleet)]
+
+
+async def _start_grpc(
+    config: CollectorConfig, pool: asyncpg.Pool, agents: AgentPool
+) -> grpc.aio.Server | None:
+    """The gRPC port, or None when it cannot start: monitoring and the web UI go on without
+    enrolment and fleet commands (the error is logged and shown in the add-server dialog)."""
+    try:
+        identity = await asyncio.to_thread(ensure_identity, config.data_dir)
+        return await start_grpc_server(
+            config.grpc_listen, identity, _grpc_services(config, pool, identity, agents)
+        )
+    except OSError as err:
+        log.error(
+            "collector gRPC port not started: enrolment and fleet commands are off"
+            " address=%s error=%s",
+            config.grpc_listen,
+            err,
+        )
+        return None
 
 
 def _rule_manager(

@@ -233,6 +233,27 @@ SETTINGS: tuple[Setting, ...] = (
         'Labels added to every alert sent to the notifiers, as ["name=value", ...] '
         "($externalLabels in templates).",
     ),
+    Setting(
+        "grpc.listen",
+        parse_hostport,
+        parse_hostport("127.0.0.1:8081"),
+        "Address of the collector's gRPC port (TLS with the collector's own certificate):"
+        " exporters enrol here, and the fleet service answers the CLI. Use 0.0.0.0:8081 for"
+        " servers elsewhere to enrol. A busy port is logged and the rest of the collector runs.",
+    ),
+    Setting(
+        "grpc.advertise",
+        parse_optional_str,
+        None,
+        "HOST:PORT exporters dial to enrol, written into the add-server command; unset: the"
+        " host name the browser used and the port of grpc.listen.",
+    ),
+    Setting(
+        "enrol.token_ttl",
+        parse_duration,
+        3600.0,
+        "How long a one-time enrolment token from the add-server dialog stays valid (at most 7d).",
+    ),
     Setting("web.session_ttl", parse_duration, 7 * 86400.0, "How long a login session lasts."),
     Setting(
         "web.reauth_ttl",
@@ -398,6 +419,9 @@ class CollectorConfig:
     external_labels: Mapping[str, str] = field(default_factory=dict)
     fleet_exec_concurrency: int = 50
     fleet_exec_timeout: float = 600.0
+    grpc_listen: HostPort = HostPort("127.0.0.1", 8081)
+    grpc_advertise: str | None = None
+    enrol_token_ttl: float = 3600.0
 
 
 def load_config(
@@ -457,7 +481,28 @@ def load_config(
         external_labels=v["rules.external_labels"],
         fleet_exec_concurrency=v["fleet.exec_concurrency"],
         fleet_exec_timeout=v["fleet.exec_timeout"],
+        grpc_listen=v["grpc.listen"],
+        grpc_advertise=_advertise(v["grpc.advertise"]),
+        enrol_token_ttl=_token_ttl(v["enrol.token_ttl"]),
     )
+
+
+def _advertise(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        hostport = parse_hostport(value)
+    except ValueError as err:
+        raise ConfigError(f"grpc.advertise: {err}") from None
+    if hostport.port == 0 or hostport.host in {"0.0.0.0", "::", ""}:
+        raise ConfigError("grpc.advertise: give the host and port exporters can reach")
+    return str(hostport)
+
+
+def _token_ttl(seconds: float) -> float:
+    if seconds > 7 * 86400:
+        raise ConfigError("enrol.token_ttl: at most 7d")
+    return seconds
 
 
 def _rule_files(files: tuple[str, ...] | None, config_path: Path | None) -> tuple[str, ...]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import ipaddress
@@ -87,6 +88,19 @@ def ensure_self_signed(
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as err:
         raise CertificateError(f"cannot create {state_dir}: {err.strerror or err}") from None
+    # Two processes starting at once (a collector and a CLI command) must not each write half
+    # of a pair: the second waits for the first and then finds the files.
+    with open(state_dir / f".{stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if paths.cert.exists() and paths.key.exists():
+            return paths
+        _make_self_signed(openssl, state_dir, paths, hostname)
+    return paths
+
+
+def _make_self_signed(
+    openssl: str, state_dir: Path, paths: CertificatePaths, hostname: str | None
+) -> None:
     name = hostname or socket.gethostname() or "localhost"
     alt_names = [f"DNS:{name}", "DNS:localhost", "IP:127.0.0.1", "IP:::1"]
     # Write into a temp dir beside the final files and rename, so a crash halfway never
@@ -123,7 +137,6 @@ def ensure_self_signed(
             raise CertificateError(f"openssl could not make a certificate: {detail[0]}")
         os.replace(key, paths.key)
         os.replace(cert, paths.cert)
-    return paths
 
 
 def server_ssl_context(paths: CertificatePaths) -> ssl.SSLContext:

@@ -404,6 +404,91 @@ def exporter_fingerprint(config_path: Path | None) -> None:
     guarded(run)
 
 
+@exporter.command("enrol")
+@click.option(
+    "--collector", required=True, metavar="HOST:PORT", help="The collector's gRPC port (8081)."
+)
+@click.option(
+    "--fingerprint",
+    "pin",
+    required=True,
+    metavar="sha256:HEX",
+    help="The collector's certificate fingerprint; the connection is refused unless it matches.",
+)
+@click.option("--token", required=True, help="The one-time enrolment token from the collector.")
+@click.option(
+    "--features",
+    metavar="LIST",
+    help="Comma-separated features you agree to enable: exec,pty,files,docker (default: those"
+    " chosen on the collector).",
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/etc/vpsmon/exporter.yml"),
+    show_default=True,
+    help="exporter.yml to update (made if missing).",
+)
+@click.option(
+    "--advertise",
+    metavar="HOST:PORT",
+    help="Address the collector dials for commands [this server's address as the collector"
+    " sees it, port command.listen].",
+)
+@click.option(
+    "--run-as", metavar="USER", help="User commands and terminals run as (command.run_as)."
+)
+def exporter_enrol(
+    collector: str,
+    pin: str,
+    token: str,
+    features: str | None,
+    config_path: Path,
+    advertise: str | None,
+    run_as: str | None,
+) -> None:
+    """Enrol this exporter with a collector for management (exec, terminal, files, Docker).
+
+    Connects to the collector over TLS pinned to --fingerprint, trades the one-time --token for
+    the collector's certificate and a command token, and writes the command.* settings into
+    exporter.yml (atomically, other settings kept). Restart the exporter afterwards. The
+    add-server dialog of the web UI shows this command filled in.
+
+    \b
+    Examples:
+      vpsmon exporter enrol --collector vpsmon.example.com:8081 \\
+        --fingerprint sha256:9f86d0... --token vpsmon-enrol_... --features exec,pty --run-as ops
+      vpsmon exporter enrol -c ./exporter.yml --collector 10.0.0.1:8081 \\
+        --fingerprint sha256:... --token ... --advertise 203.0.113.7:9191
+    """
+
+    def run() -> None:
+        from vpsmon.exporter.command.enrol import EnrolError, enrol
+
+        try:
+            done = enrol(
+                config_path,
+                collector=collector,
+                pin=pin,
+                token=token,
+                features=features,
+                advertise=advertise,
+                run_as=run_as,
+            )
+        except EnrolError as err:
+            raise UserError(str(err)) from None
+        click.echo(
+            f"enrolled as server {done.server_id}: the collector will dial {done.address};"
+            f" features: {', '.join(done.features) or 'none'}"
+        )
+        click.echo(f"wrote {done.config_path} and {done.collector_cert}")
+        click.echo("restart the exporter to apply: systemctl restart vpsmon-exporter")
+
+    guarded(run)
+
+
 # ---------------------------------------------------------------- db
 
 

@@ -27,7 +27,18 @@ from vpsmon.collector.storage.chart import ChartReader
 from vpsmon.collector.storage.maintenance import Retention
 from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.traffic import TrafficAccountant
-from vpsmon.web import access, auth, detail, promapi, rules, servers, status, targets, terminal
+from vpsmon.web import (
+    access,
+    auth,
+    detail,
+    enrol,
+    promapi,
+    rules,
+    servers,
+    status,
+    targets,
+    terminal,
+)
 from vpsmon.web import docker as docker_web
 from vpsmon.web import files as files_web
 from vpsmon.web import notify as notify_web
@@ -87,6 +98,7 @@ def create_app(
     targets.setup(app)
     app.router.add_get("/healthz", healthz)
     servers.setup(app)
+    enrol.setup(app)
     promapi.setup(app, app[SAMPLES])
     detail.setup(app)
     from vpsmon.web import users  # here, not at the top: it imports render from this module

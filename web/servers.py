@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
 from vpsmon.collector import servers as records
+from vpsmon.collector.fleet.agents import FEATURES, EnrolmentError
 from vpsmon.collector.servers import InvalidServer, Server
 from vpsmon.web import access
 from vpsmon.web.dashboard import (
@@ -86,6 +88,7 @@ def _render_form(
     values: dict[str, str],
     errors: dict[str, str] | None = None,
     status: int = 200,
+    chosen: Iterable[str] = (),
 ) -> web.Response:
     from vpsmon.web.app import render  # web.app imports this module
 
@@ -98,6 +101,8 @@ def _render_form(
         errors=errors or {},
         cycles=records.BILLING_CYCLES,
         modes=records.TRAFFIC_MODES,
+        enrol_features=FEATURES,
+        enrol_chosen=set(chosen),
     )
 
 
@@ -110,15 +115,33 @@ async def new_page(request: web.Request) -> web.Response:
 
 
 async def new_submit(request: web.Request) -> web.Response:
+    from vpsmon.web import enrol
+
     user = require_editor(request)
     values = await _form_input(request)
+    form = await request.post()
+    picked = [str(v) for v in form.getall("feature", [])]
+    values["run_as"] = str(form.get("run_as", ""))
     try:
-        server = await records.create_server(request.app[POOL], records.validate(values))
+        # Checked before the server is made, so a bad choice changes nothing.
+        features = enrol.checked_features(picked)
+        run_as = enrol.checked_run_as(values["run_as"])
+    except EnrolmentError as err:
+        return _render_form(request, None, values, {"run_as": str(err)}, 400, picked)
+    try:
+        record = records.validate({k: v for k, v in values.items() if k != "run_as"})
+        server = await records.create_server(request.app[POOL], record)
     except InvalidServer as err:
         texts = texts_for(request)
-        return _render_form(request, None, values, error_texts(err, texts), 400)
+        return _render_form(request, None, values, error_texts(err, texts), 400, picked)
     await _changed(request, server, "create", user.username)
-    raise web.HTTPFound(f"/servers/{server.id}")
+    if not features:
+        raise web.HTTPFound(f"/servers/{server.id}")
+    # Management ticked: the one-line install-and-enrol command, shown once.
+    issued = await enrol.issue(request, server, features, run_as)
+    return enrol.render_enrol(
+        request, server, None, issued=issued, chosen=features, run_as=run_as or ""
+    )
 
 
 async def _load(request: web.Request) -> Server:

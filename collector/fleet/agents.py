@@ -38,6 +38,10 @@ class EnrolmentError(ValueError):
     """An enrolment or agent record was refused; the message says why (nothing changed)."""
 
 
+class TokenRefused(EnrolmentError):
+    """The one-time enrolment token is unknown, used or expired."""
+
+
 @dataclass(frozen=True)
 class AgentRecord:
     server_id: int
@@ -232,14 +236,22 @@ async def create_enrolment_token(
 
 
 async def redeem_enrolment_token(
-    pool: asyncpg.Pool, secret: str, *, exporter_cert: bytes | str, address: str
+    pool: asyncpg.Pool,
+    secret: str,
+    *,
+    exporter_cert: bytes | str,
+    address: str,
+    features: Iterable[str] | None = None,
 ) -> AgentRecord:
-    """Use the one-time token `secret`: record the agent with its server and features.
+    """Use the one-time token `secret`: record the agent with its server and the token's
+    features (only those also in `features`, what the exporter's owner agreed to, if given).
 
     In one transaction, so a refused enrolment changes nothing and a token works once even
-    when two exporters race with it. EnrolmentError says why it was refused."""
+    when two exporters race with it. TokenRefused (unknown, used, expired) or EnrolmentError
+    (bad certificate, address, feature) says why it was refused."""
     pem, fingerprint = check_certificate(exporter_cert)
     address = check_address(address)
+    agreed = check_features(features) if features is not None else None
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "UPDATE enrolment_tokens SET used_at = now(), used_by_fingerprint = $2"
@@ -249,13 +261,14 @@ async def redeem_enrolment_token(
             fingerprint,
         )
         if row is None:
-            raise EnrolmentError(await _why_refused(conn, secret))
+            raise TokenRefused(await _why_refused(conn, secret))
+        chosen = frozenset(row["features"])
         return await record_agent(
             conn,
             row["server_id"],
             address=address,
             exporter_cert=pem,
-            features=row["features"],
+            features=chosen & agreed if agreed is not None else chosen,
             enrolled_by=row["created_by"],
         )
 

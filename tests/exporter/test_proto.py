@@ -26,3 +26,10 @@ def test_the_generated_modules_import_under_vpsmon_v1() -> None:
     methods = set(services["Agent"].methods_by_name)
     assert {"Exec", "Pty", "FileRead", "FileWrite", "DockerLogs", "DockerStop"} <= methods
     assert hasattr(agent_pb2_grpc, "AgentServicer")
+
+
+def test_the_collector_port_serves_enrol_from_fleet_proto() -> None:
+    from vpsmon.v1 import fleet_pb2, fleet_pb2_grpc
+
+    assert set(fleet_pb2.DESCRIPTOR.services_by_name) >= {"Enrol"}
+    assert hasattr(fleet_pb2_grpc, "add_EnrolServicer_to_server")
