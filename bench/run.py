@@ -14,6 +14,7 @@ BENCHMARKS = (
     "rules.py",
     "fleet.py",
     "terminal.py",
+    "transfer.py",
 )
 
 

@@ -7,6 +7,7 @@ Page: ``GET /servers/{id}/files?path=…``. JSON API under ``/api/servers/{id}/f
     GET  download?path=P        the file's bytes, streamed (Content-Disposition: attachment)
     PUT  upload?path=P[&overwrite=1][&mode=644][&sha256=HEX]
                                 the request body, streamed into an atomic write on the exporter
+                                (which, given sha256, keeps the file only if the content has it)
     GET  text?path=P            a text file for the editor (UTF-8, at most TEXT_LIMIT bytes)
     PUT  text?path=P[&modified=MTIME]
                                 save the editor's text (the body, UTF-8); 409 if the file
@@ -399,7 +400,6 @@ async def api_upload(request: web.Request) -> web.Response:
             web.HTTPConflict, f"{path}: exists (upload again to replace it)", code="ALREADY_EXISTS"
         )
     received = 0
-    hasher = hashlib.sha256()
 
     async def messages() -> AsyncIterator[pb.FileWriteRequest]:
         nonlocal received
@@ -408,7 +408,6 @@ async def api_upload(request: web.Request) -> web.Response:
         )
         async for piece in request.content.iter_chunked(CHUNK):
             received += len(piece)
-            hasher.update(piece)
             yield pb.FileWriteRequest(data=piece)
 
     detail: dict[str, Any] = {"path": path, "overwrite": overwrite}
@@ -426,7 +425,7 @@ async def api_upload(request: web.Request) -> web.Response:
         # never look complete.
         raise json_error(web.HTTPBadRequest, "the upload ended early")
     log.info("upload server=%s path=%r bytes=%d", agent.server.id, path, received)
-    return web.json_response({**entry_json(info), "sha256": hasher.hexdigest()})
+    return web.json_response({**entry_json(info), "received": received})
 
 
 async def read_text_body(request: web.Request) -> bytes:
