@@ -311,3 +311,62 @@ async def test_the_enrol_port_refuses_a_client_that_does_not_speak_tls(
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await fleet_pb2_grpc.EnrolStub(channel).Enrol(fleet_pb2.EnrolRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_running_collector_serves_enrol_and_fleet_on_its_grpc_port(
+    database_url: str, tmp_path: Path
+) -> None:
+    from vpsmon.collector.app import run_collector
+    from vpsmon.collector.config import load_config as load_collector_config
+    from vpsmon.collector.fleet.identity import identity_fingerprint
+    from vpsmon.exporter.command.enrol import EnrolError, pinned_certificate, request_enrolment
+    from vpsmon.v1 import fleet_service_pb2, fleet_service_pb2_grpc
+
+    grpc_port = free_port()
+    config = load_collector_config(
+        None,
+        env={},
+        overrides={
+            "listen": f"127.0.0.1:{free_port()}",
+            "grpc.listen": f"127.0.0.1:{grpc_port}",
+            "data_dir": str(tmp_path / "data"),
+        },
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        run_collector(
+            config,
+            database_url,
+            stop,
+            admin_password="pw-0123456789",
+            on_ready=lambda r: ready.set(),
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        address = HostPort("127.0.0.1", grpc_port)
+        pem = await asyncio.to_thread(
+            pinned_certificate, address, identity_fingerprint(tmp_path / "data")
+        )
+        with pytest.raises(EnrolError, match="unknown enrolment token"):
+            await request_enrolment(
+                address,
+                pem,
+                token="vpsmon-enrol_nope",
+                exporter_cert_pem=ensure_self_signed(tmp_path / "e").cert.read_text(),
+                command_port=9191,
+                advertise=None,
+                features=None,
+            )
+        credentials = grpc.ssl_channel_credentials(root_certificates=pem.encode())
+        async with grpc.aio.secure_channel(
+            str(address), credentials, options=[("grpc.ssl_target_name_override", "localhost")]
+        ) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await fleet_service_pb2_grpc.FleetStub(channel).WhoAmI(
+                    fleet_service_pb2.WhoAmIRequest(), timeout=10
+                )
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
