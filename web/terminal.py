@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,7 +45,6 @@ log = logging.getLogger("vpsmon.web.terminal")
 
 # Keystrokes and pastes arrive as frames of at most this; a bigger paste is refused, not held.
 MAX_FRAME = 1024 * 1024
-FLUSH_SECONDS = 1.0
 RECHECK_SECONDS = 10.0
 DEFAULT_SIZE = (80, 24)
 
@@ -172,30 +170,27 @@ class PtyBridge:
         self.ws = ws
         self.agent = agent
         self.sessions = sessions
-        self.db = request.app[POOL]
-        self.recorder = recordings.Recorder(sessions.max_recording_bytes)
-        self.started = time.monotonic()
         self.exit: pb.ExitStatus | None = None
         self.error: str | None = None
         self.close_code = 1000
-        self._seq = 0
-
-    def _now(self) -> float:
-        return time.monotonic() - self.started
 
     async def run(self, cols: int, rows: int) -> None:
         user, server_id = self.agent.user, self.agent.server_id
-        recording_id = await recordings.start(
-            self.db, user=user, server_id=server_id, cols=cols, rows=rows
+        self.recording = recording = await recordings.SessionRecording.begin(
+            self.request.app[POOL],
+            user=user,
+            server_id=server_id,
+            cols=cols,
+            rows=rows,
+            max_bytes=self.sessions.max_recording_bytes,
         )
         # Outbox order: the audit entry exists before the shell does.
         await audit_command(
             self.request,
             "pty.open",
             server_id,
-            {"recording": recording_id, "cols": cols, "rows": rows},
+            {"recording": recording.id, "cols": cols, "rows": rows},
         )
-        self.recording_id = recording_id
         call = self.agent.stub.Pty(metadata=self.agent.metadata)
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -204,11 +199,11 @@ class PtyBridge:
                     start=pb.PtyStart(size=pb.PtySize(rows=rows, cols=cols), term="xterm-256color")
                 )
             )
-            await self.ws.send_str(json.dumps({"type": "started", "recording": recording_id}))
+            await self.ws.send_str(json.dumps({"type": "started", "recording": recording.id}))
             tasks = [
                 asyncio.create_task(self._from_exporter(call)),
                 asyncio.create_task(self._from_browser(call)),
-                asyncio.create_task(self._flush_every_second()),
+                asyncio.create_task(recording.flush_periodically()),
                 asyncio.create_task(self._recheck_access()),
             ]
             await asyncio.wait(tasks[:2] + tasks[3:], return_when=asyncio.FIRST_COMPLETED)
@@ -244,7 +239,7 @@ class PtyBridge:
                     return
                 kind = message.WhichOneof("kind")
                 if kind == "data":
-                    self.recorder.output(message.data, self._now())
+                    self.recording.output(message.data)
                     await self.ws.send_bytes(message.data)
                 elif kind == "exit":
                     self.exit = message.exit
@@ -269,33 +264,17 @@ class PtyBridge:
     async def _from_browser(self, call: Any) -> None:
         async for msg in self.ws:
             if msg.type == WSMsgType.BINARY:
-                self.recorder.typed(msg.data)
+                self.recording.typed(msg.data)
                 await call.write(pb.PtyClientMessage(data=msg.data))
             elif msg.type == WSMsgType.TEXT:
                 size = _resize(msg.data)
                 if size is not None:
-                    self.recorder.resize(size[0], size[1], self._now())
+                    self.recording.resize(size[0], size[1])
                     await call.write(
                         pb.PtyClientMessage(resize=pb.PtySize(cols=size[0], rows=size[1]))
                     )
             elif msg.type == WSMsgType.ERROR:
                 return
-
-    async def _flush(self) -> None:
-        events = self.recorder.take()
-        if events:
-            await recordings.append(self.db, self.recording_id, self._seq, events)
-            self._seq += 1
-
-    async def _flush_every_second(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            try:
-                await self._flush()
-            except Exception as err:  # database away: keep the events, try again
-                log.warning(
-                    "cannot store terminal recording id=%s error=%s", self.recording_id, err
-                )
 
     async def _recheck_access(self) -> None:
         """A terminal must not outlive its user's access: logout, a disabled account, a lower
@@ -319,31 +298,17 @@ class PtyBridge:
 
     async def _finish(self) -> None:
         status = self.exit
-        detail: dict[str, Any] = {
-            "recording": self.recording_id,
-            "seconds": round(self._now(), 1),
-            "bytes_out": self.recorder.bytes_out,
-            "bytes_in": self.recorder.bytes_in,
-        }
+        detail: dict[str, Any] = self.recording.summary()
         if status is not None:
             detail["exit_code"] = status.code
             if status.signal:
                 detail["signal"] = status.signal
         if self.error:
             detail["error"] = self.error
-        if self.recorder.truncated:
-            detail["truncated"] = True
-        try:
-            await self._flush()
-            await recordings.finish(
-                self.db,
-                self.recording_id,
-                self.recorder,
-                exit_code=status.code if status is not None else None,
-                exit_signal=status.signal if status is not None else None,
-            )
-        except Exception as err:
-            log.warning("cannot finish terminal recording id=%s error=%s", self.recording_id, err)
+        await self.recording.end(
+            exit_code=status.code if status is not None else None,
+            exit_signal=status.signal if status is not None else None,
+        )
         await audit_command(
             self.request, "pty.close", self.agent.server_id, detail, success=self.error is None
         )

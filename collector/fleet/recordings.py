@@ -15,12 +15,22 @@ read, so only the number of bytes typed is kept (asciinema makes the same choice
 
 Each recording is capped (`max_bytes` of event text): past the cap the session goes on, the
 recording stops and is marked truncated, so a `cat` of a huge file cannot fill the database.
+
+A bridge (the web terminal, or any other PTY bridge) records a session with:
+
+    recording = await SessionRecording.begin(db, user=user, server_id=sid, cols=80, rows=24)
+    flusher = asyncio.create_task(recording.flush_periodically())
+    recording.output(data) / recording.typed(data) / recording.resize(cols, rows)
+    flusher.cancel(); await recording.end(exit_code=0, exit_signal=0)
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +39,10 @@ import asyncpg
 
 from vpsmon.collector.accounts import User
 
+log = logging.getLogger("vpsmon.collector.fleet.recordings")
+
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+FLUSH_SECONDS = 1.0
 MAX_SIZE = 1000  # rows and columns, as sql/081 checks
 
 
@@ -206,6 +219,86 @@ async def cast_lines(pool: asyncpg.Pool, recording: Recording) -> AsyncIterator[
         for row in rows:
             yield row["events"]
         seq = rows[-1]["seq"]
+
+
+class SessionRecording:
+    """A recording being made: a Recorder timed from the session's start, its events appended
+    to the database as numbered chunks. Storage errors are logged and the events kept for the
+    next flush, so a database hiccup never ends a terminal session."""
+
+    def __init__(
+        self, db: asyncpg.Pool, recording_id: int, recorder: Recorder, started: float
+    ) -> None:
+        self.db = db
+        self.id = recording_id
+        self.recorder = recorder
+        self.started = started
+        self._seq = 0
+        self._unsaved = ""
+
+    @classmethod
+    async def begin(
+        cls,
+        db: asyncpg.Pool,
+        *,
+        user: User,
+        server_id: int,
+        cols: int,
+        rows: int,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> SessionRecording:
+        recording_id = await start(db, user=user, server_id=server_id, cols=cols, rows=rows)
+        return cls(db, recording_id, Recorder(max_bytes), time.monotonic())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def output(self, data: bytes) -> None:
+        self.recorder.output(data, self.elapsed())
+
+    def typed(self, data: bytes) -> None:
+        self.recorder.typed(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.recorder.resize(cols, rows, self.elapsed())
+
+    async def flush(self) -> None:
+        self._unsaved += self.recorder.take()
+        if self._unsaved:
+            await append(self.db, self.id, self._seq, self._unsaved)
+            self._seq += 1
+            self._unsaved = ""
+
+    async def flush_periodically(self, seconds: float = FLUSH_SECONDS) -> None:
+        """Run as a task while the session lasts; cancel it before `end`."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.flush()
+            except Exception as err:  # database away: keep the events, try again
+                log.warning("cannot store terminal recording id=%s error=%s", self.id, err)
+
+    async def end(self, *, exit_code: int | None, exit_signal: int | None) -> None:
+        """Store what is left and the outcome; errors are logged, not raised."""
+        try:
+            await self.flush()
+            await finish(
+                self.db, self.id, self.recorder, exit_code=exit_code, exit_signal=exit_signal
+            )
+        except Exception as err:
+            log.warning("cannot finish terminal recording id=%s error=%s", self.id, err)
+
+    def summary(self) -> dict[str, object]:
+        """For the audit entry that closes the session."""
+        found: dict[str, object] = {
+            "recording": self.id,
+            "seconds": round(self.elapsed(), 1),
+            "bytes_out": self.recorder.bytes_out,
+            "bytes_in": self.recorder.bytes_in,
+        }
+        if self.recorder.truncated:
+            found["truncated"] = True
+        return found
 
 
 async def delete_older_than(db: asyncpg.Pool, seconds: float) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import asyncpg
+import pytest
 
 from vpsmon.collector import accounts
 from vpsmon.collector.fleet import recordings
@@ -102,3 +103,28 @@ async def test_recordings_older_than_the_retention_are_deleted_with_their_chunks
     assert await recordings.delete_older_than(pool, 86400) == 1
     assert await recordings.get(pool, old) is None and await recordings.get(pool, new) is not None
     assert await pool.fetchval("SELECT count(*) FROM pty_recording_chunks") == 0
+
+
+async def test_a_session_recording_keeps_its_events_while_the_database_refuses_them(
+    pool: asyncpg.Pool,
+) -> None:
+    user = await accounts.create_user(pool, "olga", "correct horse battery", "operator")
+    recording = await recordings.SessionRecording.begin(
+        pool, user=user, server_id=1, cols=80, rows=24
+    )
+    recording.output(b"before ")
+    await recording.flush()
+    await pool.execute("ALTER TABLE pty_recording_chunks RENAME TO away")
+    recording.output(b"during ")
+    with pytest.raises(asyncpg.UndefinedTableError):
+        await recording.flush()
+    await pool.execute("ALTER TABLE away RENAME TO pty_recording_chunks")
+    recording.output(b"after")
+    recording.typed(b"x")
+    await recording.end(exit_code=0, exit_signal=0)
+
+    found = await recordings.get(pool, recording.id)
+    assert found is not None and found.exit_code == 0 and found.bytes_in == 1
+    text = "".join([line async for line in recordings.cast_lines(pool, found)])
+    assert "".join(json.loads(e)[2] for e in text.splitlines()[1:]) == "before during after"
+    assert recording.summary()["recording"] == recording.id
