@@ -264,7 +264,9 @@ async def run(args: argparse.Namespace) -> int:
         wait_http(f"http://127.0.0.1:{metrics_port}/metrics", procs[-1], exporter_log)
 
         collector_yml = tmp / "collector.yml"
-        collector_yml.write_text(f"data_dir: {tmp / 'collector-data'}\n")
+        collector_yml.write_text(
+            f"data_dir: {tmp / 'collector-data'}\ngrpc:\n  listen: 127.0.0.1:{free_port()}\n"
+        )
         collector_log = tmp / "collector.log"
         env = {"VPSMON_DATABASE_URL": database, "VPSMON_ADMIN_PASSWORD": PASSWORD}
         procs.append(
