@@ -299,3 +299,19 @@ async def _audit(fleet: Fleet, action: str) -> list:  # type: ignore[type-arg]
     from vpsmon.collector.audit import AuditQuery, search
 
     return await search(fleet.pool, AuditQuery(action=action))
+
+
+async def test_exec_sends_standard_input_to_every_server_when_asked(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    env = client_env(fleet, "boss", tmp_path)
+    script = b'echo "$(id -un) got it"\n'
+    code, out, err = await vpsmon(
+        "exec", "-g", "web", "--stdin", "--", "sh", "-s", env=env, stdin=script
+    )
+    assert code == 0, err
+    assert sorted(out.splitlines()) == ["web1 | nobody got it", "web2 | daemon got it"]
+    code, out, err = await vpsmon(
+        "exec", "web1", "--stdin", "--", "true", env=env, stdin=b"x" * (1024 * 1024 + 1)
+    )
+    assert code == 1 and "more than 1 MiB" in err

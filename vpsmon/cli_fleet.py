@@ -24,6 +24,7 @@ EXIT_SOME_FAILED = 1
 # `vpsmon shell` when the remote side gives no exit status (cut off), as ssh does.
 EXIT_NO_STATUS = 255
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+MAX_STDIN_BYTES = 1024 * 1024  # the collector's limit (collector/fleet/service.py)
 
 
 def connection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -175,6 +176,12 @@ def _result_line(result: Any) -> str:
 )
 @click.option("--cwd", metavar="DIR", help="Working directory [the run-as user's home].")
 @click.option("-e", "--env", "env", multiple=True, metavar="NAME=VALUE", help="Add a variable.")
+@click.option(
+    "--stdin",
+    "send_stdin",
+    is_flag=True,
+    help="Send this command's standard input (at most 1 MiB) to the command on every server.",
+)
 @click.option("--no-prefix", is_flag=True, help="Print output lines without the server name.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-server results or summary on stderr.")
 @connection_options
@@ -186,6 +193,7 @@ def exec_(
     timeout: float | None,
     cwd: str | None,
     env: tuple[str, ...],
+    send_stdin: bool,
     no_prefix: bool,
     quiet: bool,
     collector: str | None,
@@ -209,10 +217,16 @@ def exec_(
       export VPSMON_TOKEN=vpsmon_… VPSMON_COLLECTOR=collector.example:8081
       vpsmon exec web1 -- uptime
       vpsmon exec -g web -j 10 --timeout 60 -- sh -c 'apt-get -qq update && apt-get -qy upgrade'
+      vpsmon exec -g web --stdin -- sh -s < check.sh
       vpsmon exec --fingerprint sha256:3f… --collector 10.0.0.2:8081 db -- df -h /
     """
     settings = _settings(collector, token, fingerprint, client_config)
     variables = _parse_env(env)
+    given = b""
+    if send_stdin:
+        given = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+        if len(given) > MAX_STDIN_BYTES:
+            raise UserError("--stdin: standard input is more than 1 MiB")
 
     async def main() -> int:
         from vpsmon.fleet_client import auth_metadata, open_channel
@@ -224,7 +238,11 @@ def exec_(
         request = fpb.FleetExecRequest(
             selector=selector,
             exec=pb.ExecRequest(
-                argv=list(command), cwd=cwd or "", env=variables, timeout_seconds=timeout or 0
+                argv=list(command),
+                cwd=cwd or "",
+                env=variables,
+                timeout_seconds=timeout or 0,
+                stdin=given,
             ),
             concurrency=concurrency or 0,
         )

@@ -42,6 +42,8 @@ from vpsmon.collector.fleet.fanout import (
     Server,
 )
 from vpsmon.collector.fleet.pool import AgentPool, AgentTarget, PinMismatch
+from vpsmon.collector.fleet.server import peer_host
+from vpsmon.exporter.security import RefusalLog
 from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.v1 import fleet_service_pb2 as fpb
 from vpsmon.v1 import fleet_service_pb2_grpc
@@ -57,6 +59,9 @@ RECHECK_SECONDS = 30.0
 FLUSH_SECONDS = 1.0
 DEFAULT_ROWS, DEFAULT_COLS = 24, 80
 MAX_ARGV_BYTES = 64 * 1024
+MAX_TIMEOUT_SECONDS = 7 * 86400.0
+# Standard input is sent whole to every server (one message each): keep it small.
+MAX_STDIN_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,16 +70,6 @@ class Caller:
     token_id: int
     token: str
     address: str
-
-
-def peer_address(peer: str) -> str:
-    """ "ipv4:127.0.0.1:5000" -> "127.0.0.1"; "ipv6:[::1]:5000" -> "::1"."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv6" and rest.startswith("["):
-        return rest[1:].partition("]")[0]
-    if kind == "ipv4":
-        return rest.rpartition(":")[0]
-    return peer
 
 
 def bearer(context: grpc.aio.ServicerContext) -> str:
@@ -138,6 +133,7 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
         self.exec_timeout = exec_timeout
         self.recheck_seconds = recheck_seconds
         self.max_recording_bytes = max_recording_bytes
+        self._refusals = RefusalLog()
 
     # ---------------------------------------------------------------- checks
 
@@ -145,13 +141,15 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
         token = bearer(context)
         found = await tokens.authenticate_token(self.db, token) if token else None
         if found is None:
-            log.warning("fleet call refused peer=%s reason=bad token", context.peer())
+            # Logged at most once a minute per address: a loop with a bad token cannot flood.
+            if self._refusals.should_log(peer_host(context.peer()) or "?", time.monotonic()):
+                log.warning("fleet call refused peer=%s reason=bad token", context.peer())
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "a valid API token is required (authorization: Bearer vpsmon_…)",
             )
         assert found is not None  # abort() raised otherwise
-        return Caller(found[0], found[1], token, peer_address(context.peer()))
+        return Caller(found[0], found[1], token, peer_host(context.peer()) or context.peer())
 
     async def _audit(
         self,
@@ -234,6 +232,16 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no command given")
         if sum(len(a.encode()) for a in argv) > MAX_ARGV_BYTES:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the command line is too long")
+        if len(request.exec.stdin) > MAX_STDIN_BYTES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"standard input is at most {MAX_STDIN_BYTES // 1024} KiB",
+            )
+        if not 0 <= request.exec.timeout_seconds <= MAX_TIMEOUT_SECONDS:  # NaN fails too
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the timeout is between 0 (the default) and {MAX_TIMEOUT_SECONDS:g} seconds",
+            )
         plan = await self._resolve(context, caller, request.selector, "exec", detail)
         detail["run"] = secrets.token_hex(8)  # ties the entries of one fan-out together
         if plan.group is not None:

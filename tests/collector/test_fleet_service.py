@@ -352,3 +352,23 @@ async def test_an_open_terminal_closes_when_access_token_or_role_goes_away(
         while not (closed := await search(fleet.pool, AuditQuery(action="pty.close"))):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
     assert closed[0].detail["error"] == "access revoked" and not closed[0].success
+
+
+async def test_bad_requests_are_refused_before_anything_runs(fleet: Fleet) -> None:
+    settings = fleet.settings("boss")
+    web1 = fpb.FleetSelector(target="web1")
+    for argv, more, message in (
+        ([], {}, "no command"),
+        (["true"], {"timeout_seconds": -1}, "the timeout is between"),
+        (["true"], {"timeout_seconds": float("nan")}, "the timeout is between"),
+        (["true"], {"stdin": b"x" * (1024 * 1024 + 1)}, "standard input is at most"),
+        (["x" * (64 * 1024 + 1)], {}, "too long"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await fleet_exec(settings, web1, *argv, **more)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in (err.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await fleet_exec(settings, fpb.FleetSelector(), "true")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await search(fleet.pool, AuditQuery(action="exec", success=True)) == []
