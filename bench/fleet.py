@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,72 @@ async def stored(url: str, t0: float, t1: float) -> int:
         await conn.close()
 
 
+def create_token(url: str) -> str:
+    """An API token of the admin the collector created (VPSMON_ADMIN_PASSWORD)."""
+    done = subprocess.run(  # noqa: S603
+        [VPSMON, "token", "create", "--user", "admin", "--name", "bench"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VPSMON_DATABASE_URL": url},
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1].strip()
+
+
+def api(port: int, path: str, token: str) -> Any:
+    import json
+
+    req = urllib.request.Request(  # noqa: S310 — our own 127.0.0.1
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=120) as r:  # noqa: S310
+        return json.loads(r.read())
+
+
+async def scrapes(url: str, t0: float, t1: float) -> dict[str, float]:
+    """What the stored `up` and `scrape_duration_seconds` series say about the window."""
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS scrapes, count(DISTINCT s.server_id) AS targets,"
+            " sum(x.value) AS up FROM samples x JOIN series s ON s.id = x.series_id"
+            " WHERE s.metric = 'up' AND x.ts >= to_timestamp($1) AND x.ts < to_timestamp($2)",
+            t0,
+            t1,
+        )
+        durations = await conn.fetchrow(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY value) AS p50,"
+            " percentile_cont(0.99) WITHIN GROUP (ORDER BY value) AS p99, max(value) AS max"
+            " FROM samples x JOIN series s ON s.id = x.series_id"
+            " WHERE s.metric = 'scrape_duration_seconds'"
+            " AND x.ts >= to_timestamp($1) AND x.ts < to_timestamp($2)",
+            t0,
+            t1,
+        )
+        # Gaps: consecutive stored scrapes of one target further apart than 1.5 intervals.
+        gaps = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT x.ts - lag(x.ts) OVER (PARTITION BY s.server_id"
+            " ORDER BY x.ts) AS d FROM samples x JOIN series s ON s.id = x.series_id"
+            " WHERE s.metric = 'up' AND x.ts >= to_timestamp($1) AND x.ts < to_timestamp($2)) g"
+            " WHERE d > make_interval(secs => $3)",
+            t0,
+            t1,
+            1.5 * INTERVAL,
+        )
+    finally:
+        await conn.close()
+    return {
+        "scrapes": float(row["scrapes"]),
+        "targets": float(row["targets"]),
+        "up": float(row["up"] or 0),
+        "p50": float(durations["p50"] or 0),
+        "p99": float(durations["p99"] or 0),
+        "max": float(durations["max"] or 0),
+        "gaps": float(gaps),
+    }
+
+
 async def disk(url: str) -> tuple[int, int, int, int]:
     """(rows, bytes of the raw partitions, of the same rows as naive keyed rows, compacted)."""
     from vpsmon.collector.storage import maintenance
@@ -248,13 +315,18 @@ def run_size(n: int, args: argparse.Namespace, payload_file: Path, series: int) 
             "  backfill: false",
             "targets:",
         ]
+        # Every fake target is the same host:port, so each needs its own instance label (as
+        # prometheus gets below): with the default instance (host:port) all N targets would
+        # be one set of series, and scrapes landing on the same millisecond one sample.
         lines += [
-            f"  - {{name: fake-{i}, url: 'http://127.0.0.1:{fake_port}{p}'}}"
+            f"  - {{name: fake-{i}, url: 'http://127.0.0.1:{fake_port}{p}',"
+            f" labels: {{instance: fake-{i}}}}}"
             for i, p in enumerate(paths)
         ]
         (tmp / "collector.yml").write_text("\n".join(lines) + "\n")
         collector = subprocess.Popen(  # noqa: S603
             [VPSMON, "collector", "run", "-c", str(tmp / "collector.yml")],
+            env={**os.environ, "VPSMON_ADMIN_PASSWORD": "bench-password-123"},
             stdout=subprocess.DEVNULL,
             stderr=open(tmp / "collector.log", "wb"),  # noqa: SIM115
         )
@@ -287,6 +359,7 @@ def run_size(n: int, args: argparse.Namespace, payload_file: Path, series: int) 
             procs.append(prometheus)
             wait_port(prom_port, prometheus, "prometheus")
         wait_port(web, collector, "vpsmon collector")
+        token = create_token(url)
 
         print(f"N={n}: warming up {args.warmup:.0f}s", file=sys.stderr, flush=True)
         time.sleep(args.warmup)
@@ -296,6 +369,7 @@ def run_size(n: int, args: argparse.Namespace, payload_file: Path, series: int) 
         c0 = cpu(col)
         pr0 = cpu(psutil.Process(prometheus.pid)) if prometheus else float("nan")
         ap0 = prometheus_appended(prom_port) if prometheus else float("nan")
+        written0 = api(web, "/api/storage", token)["writer"]["written_samples"]
         w0 = time.time()
         m0 = time.monotonic()
         print(f"N={n}: measuring {args.duration:.0f}s", file=sys.stderr, flush=True)
@@ -309,8 +383,29 @@ def run_size(n: int, args: argparse.Namespace, payload_file: Path, series: int) 
         col_rss = col.memory_info().rss
         prom_rss = psutil.Process(prometheus.pid).memory_info().rss if prometheus else float("nan")
         load1 = os.getloadavg()[0]
+        writer1 = api(web, "/api/storage", token)["writer"]
+        targets = api(web, "/api/targets", token)["targets"]
         time.sleep(5)  # the writer's last batch of the window
+        writer2 = api(web, "/api/storage", token)["writer"]
         rows_window = asyncio.run(stored(url, w0, w1))
+        seen = asyncio.run(scrapes(url, w0, w1))
+        lags = sorted(
+            w1 - datetime.fromisoformat(t["last_scrape"]).timestamp()
+            for t in targets
+            if t["last_scrape"]
+        )
+        diag = {
+            "written_rate": (writer1["written_samples"] - written0) / wall,
+            "pending_end": writer1["pending_scrapes"],
+            "pending_settled": writer2["pending_scrapes"],
+            "dropped": writer2["dropped_scrapes"],
+            "rejected": writer2["rejected_scrapes"],
+            "down": sum(1 for t in targets if t["health"] != "up"),
+            "errors": sorted({t["last_error"] for t in targets if t["last_error"]})[:3],
+            "max_lag": lags[-1] if lags else float("nan"),
+            **seen,
+        }
+        print(f"N={n}: {diag}", file=sys.stderr, flush=True)
         for p in procs[1:]:
             stop(p)
         rows, raw, naive, compacted = asyncio.run(disk(url))
@@ -330,6 +425,7 @@ def run_size(n: int, args: argparse.Namespace, payload_file: Path, series: int) 
             "naive": naive,
             "compacted": compacted,
             "load": (load0, load1),
+            "diag": diag,
         }
     finally:
         for p in reversed(procs):

@@ -42,6 +42,7 @@ async def scrape_once(
     body_size_limit: int,
     sample_limit: int,
     ssl_setting: SSLSetting = True,
+    labels_cache: dict[str, Labels] | None = None,
 ) -> ScrapeResult:
     started = time.perf_counter()
 
@@ -66,9 +67,9 @@ async def scrape_once(
     del body
     try:
         samples = (
-            await asyncio.to_thread(parse_exposition, text, sample_limit)
+            await asyncio.to_thread(parse_exposition, text, sample_limit, labels_cache)
             if len(text) > PARSE_IN_THREAD_BYTES
-            else parse_exposition(text, sample_limit)
+            else parse_exposition(text, sample_limit, labels_cache)
         )
     except ParseError as err:
         return failed(str(err))
@@ -126,6 +127,8 @@ class TargetState:
     had_synthetic: bool = False
     backfill: BackfillStatus | None = None
     backfill_task: asyncio.Task[None] | None = None
+    # The target's label blocks already parsed (parse_exposition's cache).
+    labels_cache: dict[str, Labels] = field(default_factory=dict)
 
 
 class Scraper:
@@ -154,6 +157,7 @@ class Scraper:
         self._job = job
         self._tasks: dict[int, tuple[Target, asyncio.Task[None]]] = {}
         self._states: dict[int, TargetState] = {}
+        self._warned: set[tuple[str, str]] = set()  # pairs of URLs with the same labels
         self._session: aiohttp.ClientSession | None = None
         self.sources: Callable[[], list[SourceStatus]] = list
 
@@ -179,6 +183,7 @@ class Scraper:
     async def sync(self, targets: Iterable[Target]) -> None:
         """Start tasks for new or changed targets; stop those that are gone."""
         wanted = {t.server_id: t for t in targets}
+        self._warn_same_labels(wanted.values())
         gone = [sid for sid in self._tasks if sid not in wanted]
         changed = [sid for sid, (t, _) in self._tasks.items() if sid in wanted and wanted[sid] != t]
         await self._stop_tasks(changed, end=False)
@@ -191,6 +196,23 @@ class Scraper:
                 state.target = target
                 task = asyncio.create_task(self._run(state), name=f"scrape {target.url}")
                 self._tasks[server_id] = (target, task)
+
+    def _warn_same_labels(self, targets: Iterable[Target]) -> None:
+        """Two targets with the same labels (say two paths of one host:port without an
+        `instance` label) write the same series: warn, as their samples would mix."""
+        seen: dict[Labels, Target] = {}
+        for target in targets:
+            labels = target.target_labels(self._job)
+            other = seen.setdefault(labels, target)
+            if other is not target and (target.url, other.url) not in self._warned:
+                self._warned.add((target.url, other.url))
+                log.warning(
+                    "targets have the same labels, their series will mix; give one an"
+                    " instance label target=%s other=%s labels=%s",
+                    target.url,
+                    other.url,
+                    dict(labels),
+                )
 
     async def _stop_tasks(self, server_ids: list[int], *, end: bool) -> None:
         for server_id in server_ids:
@@ -262,6 +284,7 @@ class Scraper:
                         body_size_limit=self._body_size_limit,
                         sample_limit=self._sample_limit,
                         ssl_setting=ssl_setting,
+                        labels_cache=state.labels_cache,
                     )
             except Exception as err:  # one target's surprise must not end its loop
                 log.exception("scrape crashed target=%s", target.url)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from vpsmon.collector.scrape.target import Labels
 
@@ -27,8 +27,10 @@ class ParseError(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
+    """One scraped sample. A named tuple, not a frozen dataclass: a fleet makes tens of
+    thousands a second, and a tuple is built about three times faster."""
+
     name: str
     labels: Labels
     value: float
@@ -85,6 +87,15 @@ def _labels(text: str, line: str) -> Labels:
     return tuple(pairs)
 
 
+# The usual HELP and TYPE lines, which `_comment` would accept: a match skips its split and
+# checks (half the lines of an exporter's payload are these; they were a sixth of the
+# collector's CPU at 1,000 targets). Anything else takes the full check.
+_PLAIN_COMMENT = re.compile(
+    r"# (?:HELP [a-zA-Z_:][a-zA-Z0-9_:]*(?: .*)?"
+    r"|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (?:counter|gauge|histogram|summary|untyped))"
+)
+
+
 def _comment(line: str) -> None:
     """HELP and TYPE lines must name a valid metric; other comments are free text."""
     parts = line[1:].split(None, 2)
@@ -111,24 +122,41 @@ def _chunks(text: str) -> Iterator[list[str]]:
         start = end + 1
 
 
-def _parse(text: str, limit: int, with_time: bool) -> list[tuple[Sample, float | None]]:
-    out: list[tuple[Sample, float | None]] = []
+# Label blocks a cache keeps at most; past it the cache starts again (a target whose label
+# values change every scrape must not grow it without bound).
+LABELS_CACHE_MAX = 8192
+
+
+def _parse(
+    text: str, limit: int, with_time: bool, labels_cache: dict[str, Labels] | None = None
+) -> list[Any]:
+    """[(Sample, seconds or None)] with `with_time`, else [Sample]."""
+    out: list[Any] = []
+    if labels_cache is None:
+        labels_cache = {}
+    elif len(labels_cache) >= LABELS_CACHE_MAX:
+        labels_cache.clear()  # label values that change every scrape: start again
     for lines in _chunks(text):
-        _parse_lines(lines, out, limit, with_time)
+        _parse_lines(lines, out, limit, with_time, labels_cache)
     return out
 
 
 def _parse_lines(
-    lines: list[str], out: list[tuple[Sample, float | None]], limit: int, with_time: bool
+    lines: list[str],
+    out: list[Any],
+    limit: int,
+    with_time: bool,
+    labels_cache: dict[str, Labels],
 ) -> None:
-    labels_cache: dict[str, Labels] = {}
     match_sample = _SAMPLE.fullmatch
+    match_comment = _PLAIN_COMMENT.fullmatch
     for raw in lines:
         line = raw.strip(" \t\r")
         if not line:
             continue
         if line[0] == "#":
-            _comment(line)
+            if match_comment(line) is None:
+                _comment(line)
             continue
         match = match_sample(line)
         if match is None:
@@ -139,7 +167,9 @@ def _parse_lines(
         else:
             cached = labels_cache.get(label_text)
             if cached is None:
-                cached = labels_cache[label_text] = _labels(label_text, line)
+                cached = _labels(label_text, line)
+                if len(labels_cache) < LABELS_CACHE_MAX:
+                    labels_cache[label_text] = cached
             labels = cached
         try:
             # float() also takes "1_000" and non-ASCII digits, which the format does not.
@@ -161,13 +191,21 @@ def _parse_lines(
                     f"invalid exposition: invalid timestamp {ts_text[:40]!r} in {line[:120]!r}"
                 ) from None
             ts = milliseconds / 1000 if with_time else None
-        out.append((Sample(name, labels, value), ts))
+        out.append((Sample(name, labels, value), ts) if with_time else Sample(name, labels, value))
         if len(out) > limit:
             raise ParseError(f"sample limit {limit} exceeded")
 
 
-def parse_exposition(text: str, sample_limit: int) -> list[Sample]:
-    return [s for s, _ in _parse(text, sample_limit, False)]
+def parse_exposition(
+    text: str, sample_limit: int, labels_cache: dict[str, Labels] | None = None
+) -> list[Sample]:
+    """The samples of a /metrics body (timestamps ignored, as Prometheus' scrapes do).
+
+    ``labels_cache``: label blocks seen before (text → sorted labels), kept by the caller
+    between scrapes of one target: an exporter sends the same label blocks every time, so
+    they are parsed once, and the samples of successive scrapes share their label tuples.
+    """
+    return _parse(text, sample_limit, False, labels_cache)
 
 
 def parse_timestamped(text: str) -> list[tuple[Sample, float | None]]:

@@ -91,15 +91,84 @@ class ChartReader:
             choose_step(start, end, points), start, now, self.retention
         )
         refs = await self.reader.find_series(matchers, server_id=server_id)
-        ids = [r.id for r in refs]
+        # The head answers the newest whole buckets: samples scraped but not yet written
+        # (the writer flushes about once a second, later while the database is away).
+        recent = self.reader.recent
+        since = recent.covered_from() if recent is not None else None
+        split: float | None = None
+        if recent is not None and since is not None:
+            split = max(start, math.ceil(since / step) * step)
+            if split > end:
+                split = None
+            else:
+                known = {_key(r.labels) for r in refs}
+                for ref in recent.series_refs(matchers, split, end):
+                    if (server_id is None or ref.server_id == server_id) and _key(
+                        ref.labels
+                    ) not in known:
+                        refs.append(ref)
+        ids = [r.id for r in refs if r.id >= 0]
         found: dict[int, Buckets] = {}
-        if ids:
+        # Times are milliseconds: the database answers up to the last one before the split.
+        db_end = end if split is None else split - 0.001
+        if ids and db_end >= start:
             async with self.reader.pool.acquire() as conn:
-                found = await store.fetch_buckets(conn, ids, start, end, step, resolution)
+                found = await store.fetch_buckets(conn, ids, start, db_end, step, resolution)
         chart = Chart(start, end, step, resolution)
         for ref in refs:
             buckets = found.get(ref.id)
+            if recent is not None and since is not None and split is not None:
+                # From the window's start: the sample before the split gives its increase.
+                ts, vs = recent.samples(ref, since, end)
+                buckets = _append_buckets(buckets, ts, vs, split, step)
             if buckets is not None and buckets.timestamps:
                 chart.series.append(ChartSeries(dict(ref.labels), buckets))
         chart.series.sort(key=lambda s: sorted(s.labels.items()))
         return chart
+
+
+def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def _append_buckets(
+    buckets: Buckets | None, ts: list[float], vs: list[float], split: float, step: float
+) -> Buckets | None:
+    """Add buckets of ``step`` made of the samples at or after ``split`` (earlier samples
+    only give the first counter increase), as store.fetch_buckets makes them: NaNs (stale
+    markers) left out, a counter that drops counted as restarted from zero."""
+    out = buckets if buckets is not None else Buckets()
+    # The newest stored value before the split, unless the window holds a later one.
+    previous: float | None = out.last[-1] if out.last else None
+    current: float | None = None
+    acc: list[float] = []  # min, max, sum, count, last, increase
+    for t, v in zip(ts, vs, strict=True):
+        if v != v:
+            continue
+        delta = 0.0 if previous is None else (v if v < previous else v - previous)
+        previous = v
+        if t < split:
+            continue
+        b = math.floor(t / step) * step
+        if b != current:
+            if current is not None:
+                _push(out, current, acc)
+            current, acc = b, [v, v, 0.0, 0.0, v, 0.0]
+        acc[0] = min(acc[0], v)
+        acc[1] = max(acc[1], v)
+        acc[2] += v
+        acc[3] += 1
+        acc[4] = v
+        acc[5] += delta
+    if current is not None:
+        _push(out, current, acc)
+    return out if out.timestamps else buckets
+
+
+def _push(out: Buckets, b: float, acc: list[float]) -> None:
+    out.timestamps.append(b)
+    out.min.append(acc[0])
+    out.max.append(acc[1])
+    out.avg.append(acc[2] / acc[3])
+    out.last.append(acc[4])
+    out.increase.append(acc[5])

@@ -7,6 +7,7 @@ import math
 import asyncpg
 import pytest
 
+from vpsmon.collector.head import RecentSamples
 from vpsmon.collector.scrape.loop import ScrapeResult
 from vpsmon.collector.scrape.parse import Sample
 from vpsmon.collector.scrape.target import Target
@@ -210,6 +211,62 @@ async def test_the_chart_reader_buckets_one_servers_series_with_min_max_avg_last
     assert b.last == [5.0, 50.0]
     # 10 + 20 + 5 (restarted from zero), then 10 + 5 + 0 + 30 (from the previous bucket's 5)
     assert b.increase == [35.0, 45.0]
+
+
+async def test_the_chart_reader_takes_the_newest_buckets_from_the_head_when_not_yet_written(
+    pool: asyncpg.Pool,
+) -> None:
+    web = await add_target(pool, "web", "10.0.0.1")
+    other = await add_target(pool, "db", "10.0.0.2")
+    start = 1_700_000_040.0  # a multiple of 60
+    counter = [100.0, 110.0, 130.0, 5.0, 15.0, 20.0, 20.0, 50.0]  # a reset after 130
+    head = RecentSamples(job="node", window=50)
+    for i, value in enumerate(counter):
+        ts = start + 15 * i
+        scraped = [ScrapeResult(web, ts, 0.1, [cpu("user", value)])]
+        if i >= 4:  # a series the writer has not stored yet
+            scraped[0].samples.append(Sample("node_load1", (), float(i)))
+        scraped.append(ScrapeResult(other, ts, 0.1, [cpu("user", 1.0)]))
+        for result in scraped:
+            head.add(result)
+        if i < 4:  # the writer has stored the first minute only
+            await write(pool, scraped)
+    assert head.covered_from() == start + 55  # the window: the second minute
+
+    chart = await ChartReader(StorageReader(pool, recent=head)).chart(
+        [m("__name__", "=~", "node_cpu_seconds_total|node_load1")],
+        start,
+        start + 120,
+        server_id=web.server_id,
+        points=2,
+        now=start + 200,
+    )
+    assert chart.step == 60
+    assert [(s.labels["__name__"], s.labels["instance"]) for s in chart.series] == [
+        ("node_cpu_seconds_total", "10.0.0.1:9190"),
+        ("node_load1", "10.0.0.1:9190"),
+    ]
+    b = chart.series[0].buckets
+    # The same buckets as when everything is stored (the test above).
+    assert b.timestamps == [start, start + 60]
+    assert b.min == [5.0, 15.0]
+    assert b.max == [130.0, 50.0]
+    assert b.avg == [(100 + 110 + 130 + 5) / 4, (15 + 20 + 20 + 50) / 4]
+    assert b.last == [5.0, 50.0]
+    assert b.increase == [35.0, 45.0]
+    load = chart.series[1].buckets
+    assert load.timestamps == [start + 60]
+    assert load.avg == [(4 + 5 + 6 + 7) / 4]
+    # What the database holds alone is the first minute.
+    stored = await ChartReader(StorageReader(pool)).chart(
+        [m("__name__", "=", "node_cpu_seconds_total")],
+        start,
+        start + 120,
+        server_id=web.server_id,
+        points=2,
+        now=start + 200,
+    )
+    assert stored.series[0].buckets.timestamps == [start]
 
 
 async def test_label_names_and_values_without_a_selector_come_from_the_index(
