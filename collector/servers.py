@@ -25,7 +25,8 @@ from typing import Any
 import asyncpg
 
 from vpsmon.collector.config import StaticTarget
-from vpsmon.collector.scrape.target import Target
+from vpsmon.collector.scrape.target import Target, parse_fingerprint
+from vpsmon.config import parse_duration
 
 BILLING_CYCLES = ("monthly", "quarterly", "semiannual", "yearly", "biennial", "triennial", "once")
 TRAFFIC_MODES = ("in", "out", "sum", "max")
@@ -40,8 +41,13 @@ _COLUMNS = (
     "id, name, url, group_name, tags, labels, address, metrics_port, command_port, scheme,"
     " metrics_path, provider, country_code, region, purchase_url, price, currency,"
     " billing_cycle, expires_on, notes, route, public, traffic_quota_bytes,"
-    " traffic_reset_day, traffic_mode, extract(epoch FROM last_seen_at) AS last_seen"
+    " traffic_reset_day, traffic_mode, extract(epoch FROM last_seen_at) AS last_seen,"
+    " scrape_interval, scrape_timeout, tls_fingerprint, bearer_token IS NOT NULL AS has_token"
 )
+# Longest per-server scrape interval accepted (Prometheus allows any; a day is plenty).
+MAX_SCRAPE_INTERVAL = 86400.0
+# Marks "leave the stored bearer token as it is" (a form left empty, a JSON body without it).
+KEEP = "\x00keep"
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,11 @@ class Server:
     traffic_reset_day: int = 1
     traffic_mode: str = "sum"
     last_seen: float | None = None
+    # Scrape settings of the metrics endpoint (sql/020); None: the collector's defaults.
+    scrape_interval: float | None = None
+    scrape_timeout: float | None = None
+    tls_fingerprint: str | None = None
+    has_bearer_token: bool = False  # the token itself is never read back out
 
     def as_json(self) -> dict[str, Any]:
         address, port, scheme, path = self.scrape_parts()
@@ -102,6 +113,10 @@ class Server:
             "traffic_reset_day": self.traffic_reset_day,
             "traffic_mode": self.traffic_mode,
             "last_seen": self.last_seen,
+            "scrape_interval": self.scrape_interval,
+            "scrape_timeout": self.scrape_timeout,
+            "tls_fingerprint": self.tls_fingerprint,
+            "bearer_token_set": self.has_bearer_token,
         }
 
     def scrape_parts(self) -> tuple[str, int, str, str]:
@@ -160,6 +175,11 @@ class ServerInput:
     traffic_quota_bytes: int | None
     traffic_reset_day: int
     traffic_mode: str
+    scrape_interval: float | None = None
+    scrape_timeout: float | None = None
+    tls_fingerprint: str | None = None
+    # A new token, None to remove it, or KEEP (the stored one, if any, stays).
+    bearer_token: str | None = KEEP
 
     @property
     def url(self) -> str:
@@ -334,6 +354,56 @@ def _check_bool(c: _Checker, name: str) -> bool:
     return False
 
 
+def _check_duration(c: _Checker, name: str) -> float | None:
+    value = c.data.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        c.fail(name, "server.err.duration")
+        return None
+    if seconds > MAX_SCRAPE_INTERVAL:
+        c.fail(name, "server.err.duration")
+        return None
+    return seconds
+
+
+def _check_fingerprint(c: _Checker, scheme: str) -> str | None:
+    value = c.data.get("tls_fingerprint")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        c.fail("tls_fingerprint", "server.err.fingerprint")
+        return None
+    try:
+        fingerprint = parse_fingerprint(value)
+    except ValueError:
+        c.fail("tls_fingerprint", "server.err.fingerprint")
+        return None
+    if scheme != "https":
+        c.fail("tls_fingerprint", "server.err.fingerprint_https")
+    return fingerprint
+
+
+def _check_token(c: _Checker) -> str | None:
+    if "bearer_token" not in c.data:
+        return KEEP
+    value = c.data["bearer_token"]
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        c.fail("bearer_token", "server.err.token")
+        return KEEP
+    value = value.strip()
+    if not value:
+        return KEEP
+    if len(value) > 4096 or any(ch in value for ch in "\r\n\x00"):
+        c.fail("bearer_token", "server.err.token")
+        return KEEP
+    return value
+
+
 def validate(data: Mapping[str, Any]) -> ServerInput:
     """Check every field of ``data`` (JSON names); raise `InvalidServer` listing all errors."""
     c = _Checker(data)
@@ -382,6 +452,12 @@ def validate(data: Mapping[str, Any]) -> ServerInput:
             c.fail("traffic_quota_gib", "server.err.quota")
     reset_day = c.integer("traffic_reset_day", 1, 31, default=1)
     mode = c.choice("traffic_mode", TRAFFIC_MODES, "sum")
+    interval = _check_duration(c, "scrape_interval")
+    timeout = _check_duration(c, "scrape_timeout")
+    if timeout is not None and interval is not None and timeout > interval:
+        c.fail("scrape_timeout", "server.err.timeout")
+    fingerprint = _check_fingerprint(c, scheme)
+    token = _check_token(c)
     if c.errors:
         raise InvalidServer(c.errors)
     return ServerInput(
@@ -408,6 +484,10 @@ def validate(data: Mapping[str, Any]) -> ServerInput:
         traffic_quota_bytes=quota,
         traffic_reset_day=reset_day or 1,
         traffic_mode=mode,
+        scrape_interval=interval,
+        scrape_timeout=timeout,
+        tls_fingerprint=fingerprint,
+        bearer_token=token,
     )
 
 
@@ -419,7 +499,7 @@ _ALIASES = {"group", "traffic_quota_gib"}
 def input_fields(server: Server) -> dict[str, Any]:
     """A stored record as validate() input: a partial update starts from this."""
     out = server.as_json()
-    for key in ("id", "url", "last_seen"):
+    for key in ("id", "url", "last_seen", "bearer_token_set"):
         out.pop(key)
     return out
 
@@ -452,6 +532,10 @@ def _row(row: asyncpg.Record) -> Server:
         traffic_reset_day=row["traffic_reset_day"],
         traffic_mode=row["traffic_mode"],
         last_seen=float(row["last_seen"]) if row["last_seen"] is not None else None,
+        scrape_interval=row["scrape_interval"],
+        scrape_timeout=row["scrape_timeout"],
+        tls_fingerprint=row["tls_fingerprint"],
+        has_bearer_token=row["has_token"],
     )
 
 
@@ -499,6 +583,9 @@ def _values(record: ServerInput) -> list[Any]:
         d["traffic_quota_bytes"],
         d["traffic_reset_day"],
         d["traffic_mode"],
+        d["scrape_interval"],
+        d["scrape_timeout"],
+        d["tls_fingerprint"],
     ]
 
 
@@ -506,7 +593,7 @@ _WRITE_COLUMNS = (
     "name, url, group_name, tags, labels, address, metrics_port, command_port, scheme,"
     " metrics_path, provider, country_code, region, purchase_url, price, currency,"
     " billing_cycle, expires_on, notes, route, public, traffic_quota_bytes,"
-    " traffic_reset_day, traffic_mode"
+    " traffic_reset_day, traffic_mode, scrape_interval, scrape_timeout, tls_fingerprint"
 )
 _PLACEHOLDERS = ", ".join(
     f"${i}::jsonb" if i == 5 else f"${i}" for i in range(1, _WRITE_COLUMNS.count(",") + 2)
@@ -518,11 +605,16 @@ def _duplicate() -> InvalidServer:
 
 
 async def create_server(pool: asyncpg.Pool, record: ServerInput) -> Server:
+    token = None if record.bearer_token == KEEP else record.bearer_token
     try:
-        row = await pool.fetchrow(
-            f"INSERT INTO servers ({_WRITE_COLUMNS}) VALUES ({_PLACEHOLDERS}) RETURNING id",  # noqa: S608 (constant column lists)
-            *_values(record),
-        )
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"INSERT INTO servers ({_WRITE_COLUMNS}) VALUES ({_PLACEHOLDERS}) RETURNING id",  # noqa: S608 (constant column lists)
+                *_values(record),
+            )
+            await conn.execute(
+                "UPDATE servers SET bearer_token = $2 WHERE id = $1", row["id"], token
+            )
     except asyncpg.UniqueViolationError:
         raise _duplicate() from None
     server = await get_server(pool, row["id"])
@@ -537,11 +629,18 @@ async def update_server(pool: asyncpg.Pool, server_id: int, record: ServerInput)
     )
     n = _WRITE_COLUMNS.count(",") + 2
     try:
-        row = await pool.fetchrow(
-            f"UPDATE servers SET {sets}, updated_at = now() WHERE id = ${n} RETURNING id",  # noqa: S608 (constant column lists)
-            *_values(record),
-            server_id,
-        )
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE servers SET {sets}, updated_at = now() WHERE id = ${n} RETURNING id",  # noqa: S608 (constant column lists)
+                *_values(record),
+                server_id,
+            )
+            if row is not None and record.bearer_token != KEEP:
+                await conn.execute(
+                    "UPDATE servers SET bearer_token = $2 WHERE id = $1",
+                    server_id,
+                    record.bearer_token,
+                )
     except asyncpg.UniqueViolationError:
         raise _duplicate() from None
     return await get_server(pool, server_id) if row else None

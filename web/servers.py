@@ -19,6 +19,7 @@ from aiohttp import web
 from vpsmon.collector import servers as records
 from vpsmon.collector.fleet.agents import FEATURES, EnrolmentError
 from vpsmon.collector.servers import InvalidServer, Server
+from vpsmon.config import format_duration
 from vpsmon.web import access
 from vpsmon.web.dashboard import (
     error_texts,
@@ -67,6 +68,11 @@ def form_values(server: Server | None) -> dict[str, str]:
     out["labels"] = "\n".join(f"{k}={v}" for k, v in server.labels.items())
     out["traffic_quota_gib"] = "" if quota is None else f"{quota / GIB:g}"
     out["public"] = "on" if server.public else ""
+    for name in ("scrape_interval", "scrape_timeout"):
+        seconds = getattr(server, name)
+        out[name] = format_duration(seconds) if seconds else ""
+    out["tls_fingerprint"] = server.tls_fingerprint or ""
+    out.pop("bearer_token_set", None)  # the template reads server.has_bearer_token
     return out
 
 
@@ -74,18 +80,25 @@ FORM_FIELDS = (
     "name address scheme metrics_port metrics_path command_port group tags labels provider"
     " country_code region route purchase_url price currency billing_cycle expires_on"
     " traffic_quota_gib traffic_reset_day traffic_mode public notes"
+    " scrape_interval scrape_timeout tls_fingerprint bearer_token"
 ).split()
 
 
-async def _form_input(request: web.Request) -> dict[str, str]:
+async def _form_input(request: web.Request) -> dict[str, Any]:
     form = await request.post()
-    return {name: str(form.get(name, "")) for name in FORM_FIELDS}
+    values: dict[str, Any] = {name: str(form.get(name, "")) for name in FORM_FIELDS}
+    # The token is never shown again: an empty field keeps it, the box removes it.
+    if form.get("clear_bearer_token"):
+        values["bearer_token"] = None
+    elif not values["bearer_token"].strip():
+        values.pop("bearer_token")
+    return values
 
 
 def _render_form(
     request: web.Request,
     server: Server | None,
-    values: dict[str, str],
+    values: dict[str, Any],
     errors: dict[str, str] | None = None,
     status: int = 200,
     chosen: Iterable[str] = (),
