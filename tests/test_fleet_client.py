@@ -79,3 +79,24 @@ def test_addresses_default_to_port_8081_and_refuse_urls() -> None:
     assert normalize_address("[2001:db8::1]") == "[2001:db8::1]:8081"
     with pytest.raises(ClientError, match="without a scheme"):
         normalize_address("https://collector.example:8081")
+
+
+def test_output_is_printed_whole_lines_per_server_with_safe_names() -> None:
+    import io
+
+    import vpsmon.cli  # noqa: F401 (loads the command modules in their order)
+    from vpsmon.cli_fleet import LinePrinter
+
+    out, err = io.BytesIO(), io.BytesIO()
+    printer = LinePrinter(out, err, {1: "web1", 2: "evil\x1b[2J"}, prefix=True)
+    printer.write(1, "stdout", b"hel")
+    printer.write(2, "stdout", b"one\ntw")
+    printer.write(1, "stdout", b"lo\n")
+    printer.write(1, "stderr", b"oops\n")
+    printer.finish(2)  # the last line had no newline
+    assert out.getvalue().decode().splitlines() == [
+        "evil?[2J | one",
+        "web1     | hello",
+        "evil?[2J | tw",
+    ]
+    assert err.getvalue() == b"web1     | oops\n"

@@ -107,13 +107,20 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
+def printable(text: str) -> str:
+    """A server name or message as shown on a terminal: control characters (escape sequences
+    that could rewrite the screen) become "?". The commands' own output is passed as it is,
+    as ssh does."""
+    return "".join("?" if (ord(c) < 32 or 127 <= ord(c) < 160) else c for c in text)
+
+
 class LinePrinter:
     """Writes each server's output line by line with its name in front, so the lines of
     servers running at once never mix mid-line."""
 
     def __init__(self, out: BinaryIO, err: BinaryIO, names: dict[int, str], prefix: bool) -> None:
         self.streams = {"stdout": out, "stderr": err}
-        self.names = names
+        self.names = {server_id: printable(name) for server_id, name in names.items()}
         self.prefix = prefix
         self.width = max((len(n) for n in names.values()), default=0)
         self.partial: dict[tuple[int, str], bytes] = {}
@@ -146,10 +153,10 @@ class LinePrinter:
 
 
 def _result_line(result: Any) -> str:
-    name = result.server.name
+    name = printable(result.server.name)
     took = f"{result.duration_seconds:.1f} s"
     if result.error:
-        return f"{name}: error {result.error_code}: {result.error} ({took})"
+        return f"{name}: error {result.error_code}: {printable(result.error)} ({took})"
     status = result.exit
     if status.timed_out:
         return f"{name}: timed out, killed ({took})"
