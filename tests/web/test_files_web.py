@@ -221,6 +221,11 @@ async def test_paths_outside_the_allowed_roots_are_refused_through_the_collector
             assert resp.status == 403, (resp.url, resp.status, body)
             assert "outside the exporter's allowed file roots" in body["error"], body
             assert body["code"] == "PERMISSION_DENIED"
+        # A link that stays inside the roots is followed (the refusals above are not blanket).
+        (box.files / "real.txt").write_text("inside")
+        (box.files / "inside-link").symlink_to(box.files / "real.txt")
+        inside = await client.get(api(box, "download", path=f"{box.files}/inside-link"))
+        assert inside.status == 200 and await inside.read() == b"inside"
     assert not escape.exists()
     assert not (box.files.parent / "outdir").exists()
     assert not (box.files.parent / "moved").exists()

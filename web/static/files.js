@@ -192,7 +192,8 @@ function row(entry) {
     if (entry.type === "symlink") cell.append(el("span", "muted small link-target", "→ " + entry.target));
   }
   const actions = el("td", "actions");
-  if (entry.type === "file") {
+  // A symlink is followed by the exporter (inside the roots only): its file can be opened too.
+  if (entry.type === "file" || entry.type === "symlink") {
     actions.append(
       actionButton(T["files.edit"], () => openEditor(entry), "edit"),
       actionButton(T["files.download"], () => download(entry), "download"),
