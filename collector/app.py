@@ -167,6 +167,7 @@ def _grpc_services(
         agents,
         concurrency=config.fleet_exec_concurrency,
         exec_timeout=config.fleet_exec_timeout,
+        max_recording_bytes=config.terminal_recording_max_bytes,
     )
     return [enrol_service(pool, identity), lambda server: add_fleet_service(server, fleet)]
 

@@ -266,7 +266,15 @@ SETTINGS: tuple[Setting, ...] = (
         "web.audit_retention",
         parse_duration,
         365 * 86400.0,
-        "How long audit log entries are kept; older ones are deleted once an hour.",
+        "How long audit log entries are kept; older ones are deleted once an hour (terminal "
+        "recordings too).",
+    ),
+    Setting(
+        "web.terminal_recording_max_bytes",
+        parse_positive_int,
+        16 * 1024 * 1024,
+        "Most bytes recorded of one terminal session (asciicast events of its output); past "
+        "it the session goes on and its recording stops, marked truncated.",
     ),
     Setting(
         "status_page.enabled",
@@ -400,6 +408,7 @@ class CollectorConfig:
     log_level: str
     reauth_ttl: float = 300.0
     audit_retention: float = 365 * 86400.0
+    terminal_recording_max_bytes: int = 16 * 1024 * 1024
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     promql: PromQLConfig = field(default_factory=PromQLConfig)
     status_page: bool = False
@@ -447,6 +456,7 @@ def load_config(
         log_level=level,
         reauth_ttl=v["web.reauth_ttl"],
         audit_retention=v["web.audit_retention"],
+        terminal_recording_max_bytes=v["web.terminal_recording_max_bytes"],
         notify=NotifyConfig(
             resolve_timeout=v["notify.resolve_timeout"],
             allowed_hosts=v["notify.allowed_hosts"],

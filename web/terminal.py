@@ -70,7 +70,7 @@ TERMINALS = web.AppKey("terminals", TerminalSessions)
 
 
 def setup(app: web.Application) -> None:
-    app[TERMINALS] = TerminalSessions()
+    app[TERMINALS] = TerminalSessions(app[CONFIG].terminal_recording_max_bytes)
     app.router.add_get(r"/servers/{id:\d+}/terminal", terminal_page)
     app.router.add_get(r"/api/servers/{id:\d+}/terminal", api_terminal_check)
     app.router.add_get(r"/ws/servers/{id:\d+}/pty", pty_socket)

@@ -79,18 +79,35 @@ class Recorder:
     def _event(self, at: float, kind: str, text: str) -> None:
         if self.truncated:
             return
-        line = json.dumps([round(max(at, 0.0), 6), kind, text], ensure_ascii=False) + "\n"
-        size = len(line.encode())
-        if self.recorded_bytes + size > self.max_bytes:
+        when = round(max(at, 0.0), 6)
+        line = _line(when, kind, text)
+        room = self.max_bytes - self.recorded_bytes
+        if len(line.encode()) > room:
+            # The output up to the cap is kept (one big read must not lose all of it).
             self.truncated = True
-            return
-        self.recorded_bytes += size
+            if kind != "o":
+                return
+            fits, over = 0, len(text)  # binary search: the longest prefix whose line fits
+            while fits < over:
+                mid = (fits + over + 1) // 2
+                if len(_line(when, kind, text[:mid]).encode()) <= room:
+                    fits = mid
+                else:
+                    over = mid - 1
+            if not fits:
+                return
+            line = _line(when, kind, text[:fits])
+        self.recorded_bytes += len(line.encode())
         self._pending.append(line)
 
     def take(self) -> str:
         """The lines recorded since the last call."""
         text, self._pending = "".join(self._pending), []
         return text
+
+
+def _line(at: float, kind: str, text: str) -> str:
+    return json.dumps([at, kind, text], ensure_ascii=False) + "\n"
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ def test_the_good_config_file_sets_every_value() -> None:
     assert config.session_ttl == 12 * 3600.0
     assert config.reauth_ttl == 600.0
     assert config.audit_retention == 90 * 86400.0
+    assert config.terminal_recording_max_bytes == 8 * 1024 * 1024
     assert config.log_level == "debug"
     assert config.notify.resolve_timeout == 600.0
     assert config.notify.allowed_hosts == ("10.0.0.0/8", "alertmanager.lan")

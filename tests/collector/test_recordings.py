@@ -46,15 +46,16 @@ def test_keystrokes_are_counted_but_not_recorded() -> None:
     assert recorder.bytes_in == 8
 
 
-def test_output_past_the_cap_is_not_recorded_and_marks_the_recording_truncated() -> None:
+def test_output_past_the_cap_is_recorded_up_to_the_cap_and_marks_the_recording_truncated() -> None:
     recorder = Recorder(max_bytes=100)
-    recorder.output(b"a" * 50, 0.0)
-    recorder.output(b"b" * 50, 1.0)  # would pass 100 bytes of event text
+    recorder.output(b"a" * 50, 0.0)  # a line of 65 bytes, 35 left
+    recorder.output("b你".encode() * 20, 1.0)  # would pass 100 bytes: its start is kept
     recorder.output(b"c", 2.0)  # nothing more after the cap, even if it would fit
+    recorder.resize(10, 10, 3.0)
     text = recorder.take()
-    assert events(text) == [[0.0, "o", "a" * 50]]
-    assert recorder.truncated and recorder.bytes_out == 101
-    assert recorder.recorded_bytes == len(text.encode()) <= 100
+    assert events(text) == [[0.0, "o", "a" * 50], [1.0, "o", "b你" * 5]]
+    assert recorder.truncated and recorder.bytes_out == 50 + 80 + 1
+    assert recorder.recorded_bytes == len(text.encode()) == 100
 
 
 async def test_a_stored_recording_reads_back_as_one_asciicast_document(

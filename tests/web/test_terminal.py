@@ -355,3 +355,34 @@ async def test_recordings_are_for_admins_and_the_session_owner_only(
     async with web.client() as client:
         await web.login(client, "olga")
         assert (await client.get(f"/api/recordings/{recording_id}.cast")).status == 404
+
+
+async def test_a_session_past_the_recording_cap_goes_on_and_its_recording_is_truncated(
+    command_rig: CommandRig, enrolled_server: EnrollServer
+) -> None:
+    box = await enrolled_server("pty")
+    await command_rig.grant("olga", box.server_id)
+    web = await command_rig.start_web()
+    sessions = web.app[TERMINALS]
+    assert sessions.max_recording_bytes == command_rig.config.terminal_recording_max_bytes
+    sessions.max_recording_bytes = 2000
+    async with web.client() as client:
+        await web.login(client, "olga")
+        ws = await connect(web, client, box.server_id)
+        _, frames = await read_until(ws, '"started"')
+        recording_id = frames[-1]["recording"]
+        await ws.send_bytes(b"for i in $(seq 1 400); do echo line-$i; done; echo done-$((1+1))\r")
+        await read_until(ws, r"done-2")  # the terminal showed everything
+        await ws.send_bytes(b"exit\r")
+        await frames_until_closed(ws)
+    closed = await wait_for_entry(command_rig, "pty.close")
+    assert closed.detail["truncated"] is True and closed.detail["bytes_out"] > 3000
+    async with web.client() as client:
+        await web.login(client, "root")
+        text = await (await client.get(f"/api/recordings/{recording_id}.cast")).text()
+        page = await (await client.get(f"/recordings/{recording_id}")).text()
+    lines = text.splitlines()[1:]
+    assert len("".join(line + "\n" for line in lines).encode()) <= 2000
+    output = "".join(json.loads(line)[2] for line in lines)
+    assert "line-1\r\nline-2\r\n" in output and "done-2" not in output
+    assert 'data-testid="truncated"' in page
