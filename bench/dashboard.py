@@ -14,7 +14,7 @@ scrapes of every server (about 300 samples each, as our exporter serves). Measur
    time of GET /api/servers/ID/history for 1h, 24h and 7d (p50/p95).
 
 After set-up the process applies the collector's garbage-collector policy exactly as
-`run_collector` does once it serves (collector/gcpolicy.py; `--no-gc-policy` leaves Python's
+`vpsmon collector run` does once it serves (collector/gcpolicy.py; `--no-gc-policy` leaves Python's
 defaults, to compare). The history phase also reports the full collections that ran during
 it and their longest pause. Verdict: the 24 h history p95 against the 200 ms budget of
 issue #5, printed as PASS/FAIL (exit status 1 on FAIL).
@@ -184,7 +184,7 @@ class Site:
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        if gc_policy:  # what run_collector does once it serves, before the head fills
+        if gc_policy:  # what `vpsmon collector run` does once it serves, before the head fills
             freeze_startup_objects()
         await self.scrape_all()
         await self.scrape_all()

@@ -26,7 +26,6 @@ from vpsmon.collector.fleet.identity import ensure_identity
 from vpsmon.collector.fleet.pool import AgentPool
 from vpsmon.collector.fleet.server import GrpcService, enrol_service, start_grpc_server
 from vpsmon.collector.fleet.service import FleetService, add_fleet_service
-from vpsmon.collector.gcpolicy import freeze_startup_objects
 from vpsmon.collector.head import Head
 from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.promql import Engine
@@ -130,9 +129,6 @@ async def run_collector(
                     ),
                 ]
                 _on_sighup(rules.request_reload)
-                # Everything built so far lives as long as the process: out of the collector's
-                # walks (collector/gcpolicy.py).
-                freeze_startup_objects()
                 host = config.listen.host
                 shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
                 shown = f"[{shown}]" if ":" in shown else shown

@@ -8,7 +8,8 @@ adds a pause to whatever request happens to allocate at that moment. Two measure
 1. The head keeps its samples and labels in objects the collector does not walk (arrays of
    floats, tuples of strings; collector/head.py), so the fleet's size does not lengthen
    the pauses.
-2. After start-up, `freeze_startup_objects` collects once and moves every surviving object
+2. Once the collector serves (`vpsmon collector run` and `vpsmon up` call it from their ready
+   callback, vpsmon/cli.py), `freeze_startup_objects` collects once and moves every surviving object
    to the permanent generation (`gc.freeze`, https://docs.python.org/3/library/gc.html#gc.freeze):
    later collections skip them. This is done once, not periodically: an object frozen is
    never collected, so freezing again later would keep any garbage cycle alive at that

@@ -198,6 +198,7 @@ def _replace(config: Any, **changes: Any) -> Any:
 async def _run_collector(config: Any, stop: asyncio.Event) -> None:
     """Run the collector on the configured database, or on the embedded one it starts."""
     from vpsmon.collector.app import Ready, run_collector
+    from vpsmon.collector.gcpolicy import freeze_startup_objects
     from vpsmon.collector.storage.embedded import EmbeddedPostgres
 
     embedded = None
@@ -208,6 +209,9 @@ async def _run_collector(config: Any, stop: asyncio.Event) -> None:
     try:
 
         def ready(info: Ready) -> None:
+            # The collector serves: what exists now lives as long as the process; the policy
+            # is the process owner's (here), not the library's (tests run collectors in-process).
+            freeze_startup_objects()
             click.echo(f"vpsmon {__version__} is up: {info.url}")
             if info.admin_password:
                 click.echo(f"First admin account: user admin, password {info.admin_password}")

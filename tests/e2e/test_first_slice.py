@@ -111,6 +111,8 @@ async def test_exporter_collector_and_web_show_the_server_and_its_samples(
     assert collector_rc == 0, running.collector.output()
     assert exporter_rc == 0, running.exporter.output()
     assert "Traceback" not in running.collector.output()
+    # The collector's garbage-collector policy ran once it served (collector/gcpolicy.py).
+    assert "garbage collector: start-up objects frozen" in running.collector.output()
 
 
 ALLOWED_LINT = re.compile(
