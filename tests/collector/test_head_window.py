@@ -197,5 +197,6 @@ def test_a_large_head_gives_the_garbage_collector_nothing_to_walk_per_series() -
         return count
 
     few, many = tracked_after(5), tracked_after(105)
-    # 10,000 more series: well under one tracked object per ten series.
-    assert many - few < 1_000, many - few
+    # 100 more servers, 10,300 more series: a few objects per server (its window, state and
+    # last snapshots) are fine, one per series is not (main before this test: 21,642).
+    assert many - few < 20 * 100, many - few
