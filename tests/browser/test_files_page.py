@@ -47,6 +47,7 @@ async def test_an_operator_uploads_downloads_and_edits_files_in_the_browser(
     (box.files / "nginx.conf").write_text("server {\n    listen 80;\n}\n")
     (box.files / HOSTILE).write_text("not a tag")
     (box.files / "logs").mkdir()
+    (box.files / "tool.bin").write_bytes(b"\x7fELF\x02\x01\x01\x00\x00")
     for path in (box.files / "nginx.conf", box.files / HOSTILE, box.files / "logs"):
         os.chown(path, box.files.stat().st_uid, box.files.stat().st_gid)
     upload = tmp_path / "upload" / "backup-备份.tar"
@@ -171,6 +172,16 @@ async def test_an_operator_uploads_downloads_and_edits_files_in_the_browser(
             await zh_page.screenshot(path=str(artifacts_dir / "files-delete-zh.png"))
             await zh_page.click("#ask-cancel")
             assert (box.files / upload.name).exists()
+            # A binary file is not opened in the editor, and the page says why in Chinese.
+            await zh_page.locator("tr[data-name='tool.bin'] button.edit").click()
+            zh_error = zh_page.locator("#error")
+            await zh_error.wait_for()
+            assert "不是文本文件" in await zh_error.inner_text()
+            assert "not UTF-8 text" in await zh_error.inner_text()  # the exact reason kept
+            assert not await zh_page.locator("#editor").is_visible()
+            await zh_page.screenshot(
+                path=str(artifacts_dir / "files-binary-zh.png"), full_page=True
+            )
         finally:
             await browser.close()
     assert errors == []

@@ -44,9 +44,21 @@ async function call(method, action, { query = {}, json, body, headers = {} } = {
   return resp.json();
 }
 
+// The server's reasons are English one-liners; the ones people meet daily get a sentence in the
+// page's language, with the exact reason kept in brackets.
+const REASONS = {
+  TOO_LARGE: "files.err.too_large",
+  BINARY: "files.err.binary",
+  CHANGED: "files.err.changed",
+  ALREADY_EXISTS: "files.err.exists",
+  NOT_FOUND: "files.err.not_found",
+};
 function explain(err) {
   if (err instanceof ApiError) {
     if (err.status === 403 && /outside/.test(err.message)) return fmt(T["files.err.outside"], { reason: err.message });
+    if (err.status === 403 && / is not enabled /.test(err.message)) return fmt(T["files.err.disabled"], { reason: err.message });
+    if (err.status === 409 && /not enrolled/.test(err.message)) return fmt(T["files.err.not_enrolled"], { reason: err.message });
+    if (REASONS[err.code]) return fmt(T[REASONS[err.code]], { reason: err.message });
     return err.message;
   }
   return T["files.err.network"];
@@ -375,10 +387,13 @@ function uploadOne(file, dir, overwrite) {
       if (xhr.status >= 200 && xhr.status < 300) {
         view.finish(true, fmt(T["files.uploaded"], { size: bytes(file.size) }));
       } else {
-        let message = `${xhr.status}`;
-        try { message = JSON.parse(xhr.responseText).error || message; } catch (_) { /* keep */ }
-        view.finish(false, message);
-        showError(message);
+        let err = new ApiError(xhr.status, `${xhr.status} ${xhr.statusText}`, "");
+        try {
+          const body = JSON.parse(xhr.responseText);
+          if (body && body.error) err = new ApiError(xhr.status, body.error, body.code || "");
+        } catch (_) { /* not JSON: keep the status line */ }
+        view.finish(false, explain(err));
+        showError(err);
       }
       resolve();
     };
