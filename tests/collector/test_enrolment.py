@@ -214,6 +214,14 @@ async def test_unknown_and_expired_tokens_are_refused_and_change_nothing(
     assert config.read_text() == before
     assert not (tmp_path / "state" / "enrolled-collector.crt").exists()
     assert await agent_target(collector.rig.pool, collector.server_id) is None
+    refused = await collector.rig.pool.fetch(
+        "SELECT detail->>'reason' AS reason FROM audit_log"
+        " WHERE action = 'agent.enrol' AND NOT success ORDER BY id"
+    )
+    assert [r["reason"].split(":")[0] for r in refused] == [
+        "unknown enrolment token",
+        "this enrolment token has expired",
+    ]
 
 
 async def test_a_wrong_fingerprint_is_refused_before_the_token_is_spent(
