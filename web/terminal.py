@@ -206,7 +206,14 @@ class PtyBridge:
                 asyncio.create_task(recording.flush_periodically()),
                 asyncio.create_task(self._recheck_access()),
             ]
-            await asyncio.wait(tasks[:2] + tasks[3:], return_when=asyncio.FIRST_COMPLETED)
+            exporter_side, browser_side = tasks[0], tasks[1]
+            done, _ = await asyncio.wait(
+                [exporter_side, browser_side, tasks[3]], return_when=asyncio.FIRST_COMPLETED
+            )
+            if browser_side in done and not self.ws.closed and not exporter_side.done():
+                # A keystroke could not be written because the shell just ended: let the
+                # exporter's last output and exit status through before closing.
+                await asyncio.wait([exporter_side], timeout=5)
         except ConnectionResetError:  # the browser went away while we started
             pass
         except Exception as err:  # the exporter refused the call or is unreachable

@@ -386,3 +386,31 @@ async def test_a_session_past_the_recording_cap_goes_on_and_its_recording_is_tru
     output = "".join(json.loads(line)[2] for line in lines)
     assert "line-1\r\nline-2\r\n" in output and "done-2" not in output
     assert 'data-testid="truncated"' in page
+
+
+async def test_typing_while_the_shell_exits_still_delivers_the_exit_status(
+    command_rig: CommandRig, enrolled_server: EnrollServer
+) -> None:
+    box = await enrolled_server("pty")
+    await command_rig.grant("olga", box.server_id)
+    web = await command_rig.start_web()
+    async with web.client() as client:
+        await web.login(client, "olga")
+        ws = await connect(web, client, box.server_id)
+        await read_until(ws, '"started"')
+        await ws.send_bytes(b"exit 4\r")
+        frames: list[dict[str, Any]] = []
+
+        async def keep_typing() -> None:
+            while not ws.closed:
+                await ws.send_bytes(b"x")
+                await asyncio.sleep(0.002)
+
+        typing = asyncio.create_task(keep_typing())
+        try:
+            frames = await frames_until_closed(ws)
+        finally:
+            typing.cancel()
+        assert {"type": "exit", "code": 4, "signal": 0} in frames, frames
+    closed = await wait_for_entry(command_rig, "pty.close")
+    assert closed.detail["exit_code"] == 4
