@@ -1,6 +1,7 @@
 """Storage benchmark: bytes per sample against naive rows, ingest rate, one-server-day queries.
 
     .venv/bin/python bench/storage.py [--servers 3] [--hours 26] [--database-url URL]
+        [--timescaledb]
 
 What it does, on a fresh database of its own (dropped at the end):
 
@@ -17,6 +18,10 @@ What it does, on a fresh database of its own (dropped at the end):
    with the primary key the 001 schema had (and without any index).
 4. Times queries of one server over the last 24 hours: charts at ~1,000 points (the dashboard),
    and raw selects through the `SampleSource` (PromQL).
+
+With ``--timescaledb`` the store is in TimescaleDB hypertables (the server at --database-url
+needs the extension, docs/storage.md): compression replaces the chunks, and sizes are
+TimescaleDB's `hypertable_size` (every chunk, compressed or not, with indexes and TOAST).
 
 Prints a Markdown table (docs/benchmarks.md).
 """
@@ -49,6 +54,7 @@ from vpsmon.collector.storage.db import connect_pool  # noqa: E402
 from vpsmon.collector.storage.migrate import migrate  # noqa: E402
 from vpsmon.collector.storage.query import Matcher  # noqa: E402
 from vpsmon.collector.storage.reader import StorageReader  # noqa: E402
+from vpsmon.collector.storage.timescale import pause_policies, prepare  # noqa: E402
 from vpsmon.collector.storage.writer import SampleWriter  # noqa: E402
 
 INTERVAL = 15.0
@@ -129,12 +135,25 @@ async def timed(fn, repeat: int = 7) -> tuple[float, float, object]:  # type: ig
     return statistics.median(times), max(times), result
 
 
-async def run(url: str, servers: int, hours: int) -> None:
+async def store_size(conn: asyncpg.Connection, timescale: bool, *tables: str) -> int:
+    if not timescale:
+        return await size_of(conn, *tables)
+    total = 0
+    for table in tables:
+        total += await conn.fetchval("SELECT hypertable_size($1::regclass)", table)
+    return total
+
+
+async def run(url: str, servers: int, hours: int, timescale: bool = False) -> None:
     samples, counters = real_payload()
     fleet = Fleet(samples, counters, servers)
     pool = await connect_pool(url, max_size=4)
     try:
         await migrate(pool)
+        layout = await prepare(pool, "on" if timescale else "off", maintenance.Retention())
+        if timescale:
+            async with pool.acquire() as conn:
+                await pause_policies(conn)  # their clock is today's; this data is of 2026-01
         for t in fleet.targets:
             await pool.execute(
                 "INSERT INTO servers (id, name, url) VALUES ($1, $2, $3)",
@@ -166,6 +185,8 @@ async def run(url: str, servers: int, hours: int) -> None:
                 async with pool.acquire() as conn:
                     await conn.execute("VACUUM ANALYZE samples")
                     name = maintenance.partition_name(hour)
+                    if timescale:
+                        name = await conn.fetchval("SELECT show_chunks('samples') LIMIT 1")
                     rows = await conn.fetchval(f"SELECT count(*) FROM {name}")  # noqa: S608
                     raw_bytes_per_sample = await size_of(conn, name) / rows
             t0 = time.perf_counter()
@@ -193,8 +214,8 @@ async def run(url: str, servers: int, hours: int) -> None:
             naive_total = await size_of(conn, "naive")
             naive_heap = await conn.fetchval("SELECT pg_relation_size('naive')")
             chunks = await size_of(conn, "sample_chunks")
-            raw_left = await size_of(conn, "samples")
-            rollups = await size_of(conn, "rollup_1m", "rollup_1h")
+            raw_left = await store_size(conn, timescale, "samples")
+            rollups = await store_size(conn, timescale, "rollup_1m", "rollup_1h")
             chunk_rows = await conn.fetchval("SELECT count(*) FROM sample_chunks")
 
         reader = StorageReader(pool)
@@ -242,7 +263,8 @@ async def run(url: str, servers: int, hours: int) -> None:
         print()
         print(
             f"{servers} servers × {len(samples) + 3} series × {hours} h at 15 s = "
-            f"{total:,} samples ({chunk_rows:,} chunks)"
+            f"{total:,} samples, {layout} layout"
+            + ("" if timescale else f" ({chunk_rows:,} chunks)")
         )
         print()
         print("| storage | bytes | bytes per sample | vs naive with key |")
@@ -250,13 +272,21 @@ async def run(url: str, servers: int, hours: int) -> None:
         rows = [
             ("naive rows with primary key (001)", naive_total),
             ("naive rows, heap only, no index", naive_heap),
-            ("compacted chunks (raw samples)", chunks + raw_left),
+            (
+                "TimescaleDB hypertable, compressed (raw samples)"
+                if timescale
+                else "compacted chunks (raw samples)",
+                chunks + raw_left,
+            ),
             ("rollups 1 m + 1 h", rollups),
             ("chunks + rollups", chunks + raw_left + rollups),
         ]
         for label, size in rows:
             print(f"| {label} | {size:,} | {size / total:.2f} | {naive_total / size:.1f}× |")
-        print(f"| raw partition before compaction | | {raw_bytes_per_sample:.2f} | |")
+        what = (
+            "raw hour chunk before compression" if timescale else "raw partition before compaction"
+        )
+        print(f"| {what} | | {raw_bytes_per_sample:.2f} | |")
         print()
         print("| ingest | value |")
         print("|---|---|")
@@ -308,6 +338,11 @@ def main(argv: list[str]) -> int:
         help="a PostgreSQL server to create the benchmark database on (default: embedded)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--timescaledb",
+        action="store_true",
+        help="store in TimescaleDB hypertables (the server needs the extension)",
+    )
     args = parser.parse_args(argv)
     embedded = None
     tmp = None
@@ -321,7 +356,7 @@ def main(argv: list[str]) -> int:
         admin = embedded.url("postgres")
     name, url = asyncio.run(fresh_database(admin))
     try:
-        asyncio.run(run(url, args.servers, args.hours))
+        asyncio.run(run(url, args.servers, args.hours, args.timescaledb))
     finally:
         if args.keep:
             print(f"kept database {url}", file=sys.stderr)

@@ -43,6 +43,7 @@ from vpsmon.collector.storage.timescale import (
     prepare,
     probe,
 )
+from vpsmon.collector.storage.writer import SampleWriter
 
 TIMESCALEDB_URL = os.environ.get("VPSMON_TEST_TIMESCALEDB_URL")
 SKIP_REASON = (
@@ -365,3 +366,27 @@ async def test_on_converts_a_plain_store_keeping_every_sample_and_auto_does_not(
         assert len((await read_all(pool, DAY0, DAY0 + 3 * HOUR))["node_load1"]) == 484
     finally:
         await pool.close()
+
+
+async def test_a_rule_output_rewritten_into_a_compressed_hour_keeps_the_later_value(
+    ts_pool: asyncpg.Pool,
+) -> None:
+    pool = ts_pool
+    writer = SampleWriter(pool, "node")
+    labels = (("job", "node"),)
+    await writer.append_series([("job:load:avg", labels, DAY0 + 60 * i, 1.0) for i in range(60)])
+    assert await writer.flush()
+    await maintain(pool, DAY0 + HOUR + 700)
+    assert await pool.fetchval(
+        "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks"
+        " WHERE hypertable_name = 'samples'"
+    )
+    # A rule re-evaluated after a restart writes the same timestamps again: the later wins.
+    await writer.append_series([("job:load:avg", labels, DAY0 + 60 * i, 2.0) for i in range(30)])
+    assert await writer.flush()
+    got = await StorageReader(pool).select(name_is("job:load:avg"), DAY0, DAY0 + HOUR)
+    assert got[0].values == [2.0] * 30 + [1.0] * 30
+    report = await maintain(pool, DAY0 + HOUR + 800)
+    assert report.late_merged == [DAY0]
+    sums = "SELECT sum(s) FROM rollup_1m, unnest(sums) s WHERE block_start = $1"
+    assert await pool.fetchval(sums, datetime_of(DAY0)) == 90.0
