@@ -1,7 +1,8 @@
 """Storage benchmark: bytes per sample against naive rows, ingest rate, one-server-day queries.
 
     .venv/bin/python bench/storage.py [--servers 3] [--hours 26] [--database-url URL]
-        [--timescaledb]
+        [--timescaledb] [--keep]
+    .venv/bin/python bench/storage.py --compare KEPT_URL KEPT_URL...
 
 What it does, on a fresh database of its own (dropped at the end):
 
@@ -201,14 +202,18 @@ async def run(url: str, servers: int, hours: int, timescale: bool = False) -> No
                 "CREATE TABLE naive (series_id bigint, ts timestamptz, value float8,"
                 " PRIMARY KEY (series_id, ts))"
             )
-            await conn.execute("INSERT INTO naive SELECT series_id, ts, value FROM samples")
+            # Minutes on a loaded machine: longer than the pool's 60 s statement timeout.
+            await conn.execute(
+                "INSERT INTO naive SELECT series_id, ts, value FROM samples", timeout=1800
+            )
             await conn.execute(
                 "INSERT INTO naive SELECT c.series_id,"
                 " to_timestamp((c.first_ms + sum(u.d) OVER (PARTITION BY c.series_id,"
                 " c.block_start ORDER BY u.o)) / 1000.0), u.v"
-                " FROM sample_chunks c, unnest(c.deltas, c.vals) WITH ORDINALITY u(d, v, o)"
+                " FROM sample_chunks c, unnest(c.deltas, c.vals) WITH ORDINALITY u(d, v, o)",
+                timeout=1800,
             )
-            await conn.execute("VACUUM ANALYZE")
+            await conn.execute("VACUUM ANALYZE", timeout=1800)
             naive_rows = await conn.fetchval("SELECT count(*) FROM naive")
             assert naive_rows == total, (naive_rows, total)
             naive_total = await size_of(conn, "naive")
@@ -308,6 +313,56 @@ async def run(url: str, servers: int, hours: int, timescale: bool = False) -> No
         await pool.close()
 
 
+async def compare(urls: list[str], hours: int, rounds: int = 9) -> None:
+    """Time one server's queries on databases kept by earlier runs (--keep), alternately, so
+    that every layout sees the same load (a shared machine's load moves within minutes)."""
+    end = START + hours * HOUR
+    day = (end - 86400, end)
+    pools = [await connect_pool(url) for url in urls]
+    try:
+        plans = []
+        for pool in pools:
+            reader = StorageReader(pool)
+            charts = ChartReader(reader)
+            url = await pool.fetchval("SELECT url FROM servers ORDER BY id LIMIT 1")
+            inst = Matcher("instance", "=", urllib.parse.urlsplit(url).netloc)
+            dash = [Matcher("__name__", "=~", DASHBOARD)]
+            cpu = [Matcher("__name__", "=", "node_cpu_seconds_total"), inst]
+            plans.append(
+                [
+                    ("chart, dashboard metrics, 24 h", lambda c=charts, d=dash: c.chart(
+                        d, *day, server_id=1, now=end)),
+                    ("raw select, node_cpu_seconds_total, 24 h", lambda r=reader, q=cpu: r.select(
+                        q, *day)),
+                    ("raw select, every series, last hour", lambda r=reader, i=inst: r.select(
+                        [i], end - 3600, end)),
+                    ("raw select, every series, 24 h", lambda r=reader, i=inst: r.select(
+                        [i], *day)),
+                ]
+            )  # fmt: skip
+        times: dict[tuple[int, int], list[float]] = {}
+        for plan in plans:
+            for _, fn in plan:
+                await fn()  # warm
+        for _ in range(rounds):
+            for k in range(len(plans[0])):
+                for d, plan in enumerate(plans):
+                    t = time.perf_counter()
+                    await plan[k][1]()
+                    times.setdefault((d, k), []).append(time.perf_counter() - t)
+        print("| query (one server) | " + " | ".join(urls) + " |")
+        print("|---|" + "---|" * len(urls))
+        for k, (label, _) in enumerate(plans[0]):
+            cells = [
+                f"{statistics.median(times[d, k]) * 1000:,.0f} / {max(times[d, k]) * 1000:,.0f} ms"
+                for d in range(len(plans))
+            ]
+            print(f"| {label} | " + " | ".join(cells) + " |")
+    finally:
+        for pool in pools:
+            await pool.close()
+
+
 async def fresh_database(admin_url: str) -> tuple[str, str]:
     name = f"vpsmon_bench_{os.getpid()}"
     conn = await asyncpg.connect(admin_url)
@@ -343,7 +398,16 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="store in TimescaleDB hypertables (the server needs the extension)",
     )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="DATABASE_URL",
+        help="only time one server's queries, alternately, on databases kept with --keep",
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        asyncio.run(compare(args.compare, args.hours))
+        return 0
     embedded = None
     tmp = None
     admin = args.database_url

@@ -188,10 +188,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "storage.timescaledb",
         parse_timescaledb_mode,
-        "auto",
-        "Sample store in TimescaleDB hypertables (compressed, retention policies): auto (when"
-        " the extension is usable and the database holds no samples yet), on (required; converts"
-        " a plain store) or off (plain PostgreSQL partitions). See docs/storage.md.",
+        "off",
+        "Sample store in TimescaleDB hypertables (compressed, retention policies): off (plain"
+        " PostgreSQL partitions and chunks: smaller and faster, see docs/benchmarks.md), auto"
+        " (when the extension is usable and the database holds no samples yet) or on (required;"
+        " converts a plain store). A store in hypertables stays so. See docs/storage.md.",
     ),
     Setting(
         "storage.head.window",
@@ -418,7 +419,7 @@ class CollectorConfig:
     retention_rollup_1h: float = 730 * 86400.0
     spool_max_bytes: int = 1024**3
     head_window: float = 600.0
-    storage_timescaledb: Mode = "auto"
+    storage_timescaledb: Mode = "off"
     target_files: tuple[TargetFiles, ...] = ()
     backfill: bool = True
     backfill_max: float = 3600.0

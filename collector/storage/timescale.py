@@ -157,10 +157,11 @@ async def _holds_samples(conn: asyncpg.Connection) -> bool:
 async def prepare(pool: asyncpg.Pool, mode: Mode, retention: Retention) -> Layout:
     """After the migrations: choose the layout (storage.timescaledb), convert, set policies.
 
-    ``off`` keeps the plain layout; ``auto`` uses TimescaleDB when it is usable and the
-    database holds no samples yet (an existing store is never converted behind your back);
-    ``on`` requires it and converts a plain store that holds samples (copying them). A store
-    already in hypertables stays so (``off`` is then an error: nothing converts back).
+    ``off`` (the default) keeps the plain layout; ``auto`` uses TimescaleDB when it is usable
+    and the database holds no samples yet (an existing store is never converted behind your
+    back); ``on`` requires it and converts a plain store that holds samples (copying them). A
+    store already in hypertables stays so whatever the setting (nothing converts back; with
+    ``off`` a warning says so).
     """
     if mode not in MODES:
         raise StorageLayoutError(f"storage.timescaledb: expected auto, on or off, got {mode!r}")
@@ -176,9 +177,9 @@ async def _prepare(conn: asyncpg.Connection, mode: Mode, retention: Retention) -
     current = await layout(conn)
     if current == "timescaledb":
         if mode == "off":
-            raise StorageLayoutError(
-                "storage.timescaledb is off, but this database's sample store is in TimescaleDB"
-                " hypertables (there is no conversion back); set it to auto or on"
+            log.warning(
+                "storage.timescaledb is off, but this database's sample store is already in"
+                " TimescaleDB hypertables, and there is no conversion back: it stays so"
             )
         await set_retention_policies(conn, retention)
         return current

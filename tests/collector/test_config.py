@@ -105,7 +105,7 @@ def test_the_good_config_file_sets_every_value() -> None:
     )
     assert config.spool_max_bytes == 5_000_000
     assert config.head_window == 1200.0
-    assert config.storage_timescaledb == "off"  # a bare YAML off
+    assert config.storage_timescaledb == "auto"
     assert (config.fleet_exec_concurrency, config.fleet_exec_timeout) == (20, 120.0)
 
 

@@ -91,11 +91,11 @@ async def ts_pool(ts_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 def test_the_setting_takes_auto_on_off_and_yaml_booleans(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert load_config(None, env={}).storage_timescaledb == "auto"
+    assert load_config(None, env={}).storage_timescaledb == "off"
     assert parse_mode("ON") == "on" and parse_mode(True) == "on" and parse_mode(False) == "off"
     path = tmp_path / "collector.yml"
-    path.write_text("storage:\n  timescaledb: off\n")  # YAML reads a bare off as false
-    assert load_config(path, env={}).storage_timescaledb == "off"
+    path.write_text("storage:\n  timescaledb: on\n")  # YAML reads a bare on as true
+    assert load_config(path, env={}).storage_timescaledb == "on"
     env = {"VPSMON_STORAGE_TIMESCALEDB": "on"}
     assert load_config(None, env=env).storage_timescaledb == "on"
     with pytest.raises(Exception, match="expected auto, on or off"):
@@ -158,12 +158,11 @@ async def test_a_fresh_store_becomes_hypertables_with_compression_and_policies(
         policies += " FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
         got = {r["hypertable_name"]: r["after"] for r in await pool.fetch(policies)}
         assert got == {"samples": "3 days", "rollup_1m": "30 days", "rollup_1h": "400 days"}
-        # A restart with other retention replaces the policies; a restart with off refuses.
+        # A restart with other retention replaces the policies; off cannot convert back.
         assert await prepare(pool, "on", Retention()) == "timescaledb"
         got = {r["hypertable_name"]: r["after"] for r in await pool.fetch(policies)}
         assert got == {"samples": "15 days", "rollup_1m": "90 days", "rollup_1h": "730 days"}
-        with pytest.raises(StorageLayoutError, match="no conversion back"):
-            await prepare(pool, "off", Retention())
+        assert await prepare(pool, "off", Retention()) == "timescaledb"
         async with pool.acquire() as conn:
             assert await ensure_partitions(conn, DAY0) == []
     finally:
