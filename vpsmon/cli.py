@@ -132,8 +132,32 @@ def data_dir_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., A
     "Where the embedded database lives [~/.local/share/vpsmon; /var/lib/vpsmon for root]."
 )
 @config_option("collector.yml")
+@click.option(
+    "--manage",
+    metavar="FEATURES",
+    default="",
+    help="Also manage this machine: enrol the local exporter with these features "
+    "(exec,pty,files,docker) [none].",
+)
+@click.option(
+    "--run-as",
+    metavar="USER",
+    help="User that --manage's commands, terminals and files run as (needed as root).",
+)
+@click.option(
+    "--command-listen",
+    metavar="HOST:PORT",
+    help="Address of the local exporter's command channel with --manage "
+    "[the exporter's host, its port + 1].",
+)
 def up(
-    listen: str | None, exporter_listen: str, data_dir: Path | None, config_path: Path | None
+    listen: str | None,
+    exporter_listen: str,
+    data_dir: Path | None,
+    config_path: Path | None,
+    manage: str,
+    run_as: str | None,
+    command_listen: str | None,
 ) -> None:
     """Start everything on this machine: database, exporter, collector and web UI.
 
@@ -141,16 +165,39 @@ def up(
     The first start creates the user `admin` and prints its password once (or takes
     VPSMON_ADMIN_PASSWORD). Ctrl-C stops everything.
 
+    With --manage the local exporter is enrolled with this collector for the features named
+    (pinned keys, a fresh command token each start), so the web terminal, file manager,
+    containers tab and vpsmon exec work on this machine at once. Off by default; a start
+    without it withdraws an enrolment an earlier --manage start made.
+
     \b
     Examples:
       vpsmon up
-      vpsmon up --listen 127.0.0.1:8081 --exporter-listen 127.0.0.1:9191 --data-dir /tmp/v2
+      vpsmon up --manage exec,pty,files --run-as ops
+      vpsmon up --listen 127.0.0.1:8082 --exporter-listen 127.0.0.1:9192 --data-dir /tmp/v2
     """
-    guarded(lambda: _up(listen, exporter_listen, data_dir, config_path))
+    guarded(
+        lambda: _up(
+            listen,
+            exporter_listen,
+            data_dir,
+            config_path,
+            manage=manage,
+            run_as=run_as,
+            command_listen=command_listen,
+        )
+    )
 
 
 def _up(
-    listen: str | None, exporter_listen: str, data_dir: Path | None, config_path: Path | None
+    listen: str | None,
+    exporter_listen: str,
+    data_dir: Path | None,
+    config_path: Path | None,
+    *,
+    manage: str = "",
+    run_as: str | None = None,
+    command_listen: str | None = None,
 ) -> None:
     from vpsmon.collector.config import StaticTarget, load_config
     from vpsmon.config import parse_hostport
@@ -168,21 +215,34 @@ def _up(
         exporter_addr = parse_hostport(exporter_listen)
     except ValueError as err:
         raise ConfigError(f"--exporter-listen: {err}") from None
-    exporter_config = load_exporter_config(None, overrides={"listen": exporter_listen})
-    setup_logging(config.log_level)
     host = "127.0.0.1" if exporter_addr.host in {"0.0.0.0", ""} else exporter_addr.host
     host = f"[{host}]" if ":" in host else host
     local = StaticTarget(
         socket.gethostname() or "localhost", f"http://{host}:{exporter_addr.port}/metrics"
     )
+    local_manage = _local_manage(
+        config, host, exporter_addr.port, manage, run_as, command_listen, local.url
+    )
+    exporter_config = load_exporter_config(
+        None, overrides={"listen": exporter_listen, **local_manage.exporter_overrides()}
+    )
+    setup_logging(config.log_level)
     config = _replace(config, targets=(*config.targets, local))
 
     async def main(stop: asyncio.Event) -> None:
-        from vpsmon.exporter.server import serve
+        from vpsmon.exporter.security import auto_paths
+        from vpsmon.exporter.server import identity, serve
 
         exporter = await serve(exporter_config)
         try:
-            await _run_collector(config, stop)
+            if local_manage.features:
+                local_manage.exporter_cert = identity(exporter_config).cert.read_bytes()
+            else:  # the key pair an earlier --manage start made, if any (not made now)
+                with contextlib.suppress(OSError):
+                    local_manage.exporter_cert = auto_paths(
+                        exporter_config.resolved_state_dir()
+                    ).cert.read_bytes()
+            await _run_collector(config, stop, before_ready=local_manage.apply)
         finally:
             await exporter.close()
 
@@ -195,23 +255,177 @@ def _replace(config: Any, **changes: Any) -> Any:
     return dataclasses.replace(config, **changes)
 
 
-async def _run_collector(config: Any, stop: asyncio.Event) -> None:
-    """Run the collector on the configured database, or on the embedded one it starts."""
+class _LocalManage:
+    """`vpsmon up --manage`: the local exporter's command settings and its enrolment record."""
+
+    def __init__(
+        self,
+        features: tuple[str, ...],
+        address: str,
+        url: str,
+        identity_cert: Path | None,
+        run_as: str | None,
+    ) -> None:
+        import secrets
+
+        self.features = features
+        self.address = address  # what the collector dials
+        self.url = url  # the local server record's metrics URL
+        self.identity_cert = identity_cert
+        self.run_as = run_as
+        self.token = secrets.token_urlsafe(32)
+        self.exporter_cert: bytes | None = None
+
+    def exporter_overrides(self) -> dict[str, Any]:
+        from vpsmon.exporter.security import fingerprint
+
+        if not self.features or self.identity_cert is None:
+            return {}
+        return {
+            "command.listen": self.address,
+            "command.collector_cert": str(self.identity_cert),
+            "command.collector_fingerprint": fingerprint(self.identity_cert),
+            "command.token": self.token,
+            "command.run_as": self.run_as,
+            **{f"command.{f}": True for f in self.features},
+        }
+
+    async def apply(self, pool: Any) -> None:
+        """Record (or, without --manage, withdraw) the local server's enrolment; audited."""
+        from vpsmon.collector import audit
+        from vpsmon.collector.fleet.agents import agent_target, record_agent, revoke_agent
+        from vpsmon.collector.fleet.pool import pem_fingerprint
+
+        server_id = await pool.fetchval("SELECT id FROM servers WHERE url = $1", self.url)
+        if server_id is None:
+            return
+        detail: dict[str, Any] = {"via": "vpsmon up", "address": self.address}
+        if self.features:
+            assert self.exporter_cert is not None
+            record = await record_agent(
+                pool,
+                server_id,
+                address=self.address,
+                exporter_cert=self.exporter_cert,
+                features=self.features,
+                token=self.token,
+            )
+            detail |= {"features": sorted(record.features)}
+            await audit.record(
+                pool, "agent.enrol", username=_who(), server_id=server_id, detail=detail
+            )
+            click.echo(f"This machine is managed: {', '.join(self.features)}")
+            return
+        existing = await agent_target(pool, server_id)
+        if (
+            existing is not None
+            and self.exporter_cert is not None
+            and existing.target.exporter_fingerprint == pem_fingerprint(self.exporter_cert)
+        ):
+            await revoke_agent(pool, server_id)
+            await audit.record(
+                pool, "agent.revoke", username=_who(), server_id=server_id, detail=detail
+            )
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+def _local_manage(
+    config: Any,
+    host: str,
+    exporter_port: int,
+    manage: str,
+    run_as: str | None,
+    command_listen: str | None,
+    url: str,
+) -> _LocalManage:
+    """Check --manage, --run-as and --command-listen (ConfigError naming the option)."""
+    from vpsmon.config import parse_hostport
+
+    features = tuple(f.strip() for f in manage.split(",") if f.strip())
+    known = ("exec", "pty", "files", "docker")
+    unknown = [f for f in features if f not in known]
+    if unknown:
+        raise ConfigError(
+            f"--manage: unknown feature {', '.join(unknown)}; one of {', '.join(known)}"
+        )
+    features = tuple(f for f in known if f in features)
+    if command_listen is None:
+        address = f"{host}:{exporter_port + 1}"
+    else:
+        try:
+            parsed = parse_hostport(command_listen)
+        except ValueError as err:
+            raise ConfigError(f"--command-listen: {err}") from None
+        chost = "127.0.0.1" if parsed.host in {"0.0.0.0", ""} else parsed.host
+        address = f"[{chost}]:{parsed.port}" if ":" in chost else f"{chost}:{parsed.port}"
+    if not features:
+        if run_as or command_listen:
+            raise ConfigError("--run-as and --command-listen need --manage FEATURES")
+        return _LocalManage((), address, url, None, None)
+    if run_as is None and os.geteuid() == 0:
+        raise ConfigError(
+            "--manage as root needs --run-as USER (an unprivileged user for commands and "
+            "terminals; --run-as root allows root explicitly)"
+        )
+    from vpsmon.collector.fleet.identity import ensure_identity
+
+    cert = ensure_identity(config.data_dir).cert
+    return _LocalManage(features, address, url, cert, run_as)
+
+
+async def _run_collector(
+    config: Any,
+    stop: asyncio.Event,
+    *,
+    before_ready: Callable[[Any], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Run the collector on the configured database, or on the embedded one it starts.
+
+    `before_ready(connection)` runs once the collector serves, before the banner is printed."""
     from vpsmon.collector.app import Ready, run_collector
     from vpsmon.collector.gcpolicy import freeze_startup_objects
     from vpsmon.collector.storage.embedded import EmbeddedPostgres
 
     embedded = None
+    pending: list[asyncio.Task[None]] = []
     url = config.database_url
     if url is None:
         embedded = EmbeddedPostgres(config.data_dir / "pgdata")
         url = await asyncio.to_thread(embedded.start)
     try:
 
+        async def then_announce(info: Ready) -> None:
+            import asyncpg
+
+            assert before_ready is not None and url is not None
+            try:
+                conn = await asyncpg.connect(url)
+                try:
+                    await before_ready(conn)
+                finally:
+                    await conn.close()
+            except Exception as err:  # the rest runs; say what did not happen
+                logging.getLogger("vpsmon").error("local exporter enrolment failed: %s", err)
+            announce(info)
+
         def ready(info: Ready) -> None:
             # The collector serves: what exists now lives as long as the process; the policy
             # is the process owner's (here), not the library's (tests run collectors in-process).
             freeze_startup_objects()
+            if before_ready is None:
+                announce(info)
+            else:
+                pending.append(asyncio.get_running_loop().create_task(then_announce(info)))
+
+        def announce(info: Ready) -> None:
             click.echo(f"vpsmon {__version__} is up: {info.url}")
             if info.admin_password:
                 click.echo(f"First admin account: user admin, password {info.admin_password}")
@@ -228,6 +442,8 @@ async def _run_collector(config: Any, stop: asyncio.Event) -> None:
             on_ready=ready,
         )
     finally:
+        for task in pending:
+            task.cancel()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
 
