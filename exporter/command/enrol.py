@@ -332,6 +332,7 @@ def enrol(
     _check_loads(new_text)
     write_atomically(collector_cert_path, returned_pem.encode("ascii"), mode=0o644)
     write_atomically(config_path, new_text.encode("utf-8"), like=config_path)
+    _hand_to_state_owner(state_dir, [identity.cert, identity.key, collector_cert_path])
     return Enrolled(
         int(response.server_id),
         str(response.address),
@@ -339,6 +340,24 @@ def enrol(
         config_path,
         collector_cert_path,
     )
+
+
+def _hand_to_state_owner(state_dir: Path, made: list[Path]) -> None:
+    """Root enrolling an exporter that runs as its own user (the systemd unit's User=vpsmon):
+    the key pair, lock and collector certificate made here in state_dir go to state_dir's
+    owner, or the restarted exporter could not read its own key."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = state_dir.stat()
+    except OSError:
+        return
+    if owner.st_uid == 0:
+        return
+    for path in [*made, *state_dir.glob(".*.lock")]:
+        if path.parent != state_dir or not path.exists() or path.stat().st_uid != 0:
+            continue
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _current_config(path: Path) -> ExporterConfig:
