@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.collector.test_enrolment import (  # noqa: F401  (collector is a fixture)
+from tests.collector.test_enrolment import (
     Collector,
-    collector,
+    collector,  # noqa: F401  (a fixture, used by name)
     exporter_yml,
     make_command,
     run_enrol,
@@ -21,7 +21,8 @@ NOBODY = 65534
 
 
 async def test_root_enrolling_a_non_root_exporter_leaves_its_state_dir_its_own(
-    collector: Collector, tmp_path: Path
+    collector: Collector,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     require(os.geteuid() == 0, "enrolling as root needs root")
     config = exporter_yml(tmp_path)
