@@ -16,6 +16,7 @@ import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -43,6 +44,36 @@ def setup(app: web.Application) -> None:
     app.router.add_get(r"/api/servers/{id:\d+}/enrolment", api_get)
     app.router.add_post(r"/api/servers/{id:\d+}/enrolment", api_create)
     app.router.add_delete(r"/api/servers/{id:\d+}/enrolment", api_delete)
+    app.router.add_get("/install-exporter.sh", installer)
+
+
+def installer_path() -> Path:
+    """deploy/install-exporter.sh as shipped (package vpsmon.deploy), or in this checkout."""
+    try:
+        from vpsmon.deploy import INSTALLER
+    except ImportError:  # an editable install made before vpsmon.deploy existed
+        return Path(__file__).resolve().parent.parent / "deploy" / "install-exporter.sh"
+    return INSTALLER
+
+
+async def installer(request: web.Request) -> web.Response:
+    """The exporter installer the enrol command pipes into sh: public and read-only (the
+    script holds no secret; the token and pinned fingerprint are in the command line)."""
+    body = await asyncio.to_thread(installer_path().read_bytes)
+    return web.Response(
+        body=body,
+        content_type="text/x-shellscript",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+def collector_url(request: web.Request) -> str:
+    """Where this site is reached: rules.external_url, else the scheme and host used."""
+    configured = request.app[CONFIG].external_url
+    if configured:
+        return configured.rstrip("/")
+    return f"{request.scheme}://{request.host}"
 
 
 def collector_address(request: web.Request) -> str:
@@ -61,13 +92,17 @@ async def collector_fingerprint(request: web.Request) -> str:
 
 
 def enrol_command(
-    address: str, fingerprint: str, token: str, features: Iterable[str], run_as: str | None
+    site: str,
+    address: str,
+    fingerprint: str,
+    token: str,
+    features: Iterable[str],
+    run_as: str | None,
 ) -> str:
-    """The one line to paste on the server (every value quoted for the shell)."""
+    """The one line to paste on the server as a sudoer (every value quoted for the shell):
+    fetch this collector's install-exporter.sh and run it with the enrol options. It makes
+    the venv, the unit and the `vpsmon` user, enrols, and restarts the exporter."""
     parts = [
-        "vpsmon",
-        "exporter",
-        "enrol",
         "--collector",
         address,
         "--fingerprint",
@@ -80,8 +115,16 @@ def enrol_command(
         parts += ["--features", ",".join(chosen)]
     if run_as:
         parts += ["--run-as", run_as]
-    enrol = " ".join(shlex.quote(p) for p in parts)
-    return f"pip install 'vpsmon[command]' && {enrol} && systemctl restart vpsmon-exporter"
+    options = " ".join(shlex.quote(p) for p in parts)
+    url = shlex.quote(f"{site}/install-exporter.sh")
+    return f"curl -fsSL {url} | sudo sh -s -- {options}"
+
+
+def manual_command(command: str) -> str:
+    """The enrol step alone, for an exporter installed by hand: `vpsmon exporter enrol` with
+    the options of `command`, then a restart."""
+    options = command.split(" -s -- ", 1)[1]
+    return f"sudo vpsmon exporter enrol {options} && sudo systemctl restart vpsmon-exporter"
 
 
 def checked_features(values: Iterable[str]) -> list[str]:
@@ -124,13 +167,17 @@ async def issue(
         server_id=server.id,
         detail={"features": features, "expires_at": token.expires_at.isoformat()},
     )
+    command = enrol_command(
+        collector_url(request), address, fingerprint, token.secret, features, run_as
+    )
     return {
         "server_id": server.id,
         "features": features,
         "token": token.secret,
         "expires_at": token.expires_at.isoformat(),
         "collector": {"address": address, "fingerprint": fingerprint},
-        "command": enrol_command(address, fingerprint, token.secret, features, run_as),
+        "command": command,
+        "manual_command": manual_command(command),
     }
 
 

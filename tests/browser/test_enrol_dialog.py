@@ -59,7 +59,8 @@ async def test_an_admin_adds_a_server_with_features_and_sees_the_enrol_command(
             await page.click("form.server-form button[type=submit].primary")
             command = await page.text_content("#command")
             assert command is not None
-            assert "vpsmon exporter enrol --collector 127.0.0.1:8081" in command
+            assert command.startswith(f"curl -fsSL {base}/install-exporter.sh | sudo sh -s --")
+            assert "-s -- --collector 127.0.0.1:8081" in command
             assert fingerprint(command_rig.identity.cert) in command
             assert "--features exec,pty --run-as ops" in command
             assert await page.text_content("h1") in {

@@ -115,10 +115,11 @@ async def make_command(c: Collector, features: list[str]) -> tuple[str, list[str
         )
         assert resp.status == 201, await resp.text()
         issued = await resp.json()
-    # pip install ... && vpsmon exporter enrol ... && systemctl restart ...: run the middle.
-    parts = [shlex.split(p) for p in issued["command"].split(" && ")]
-    enrol = next(p for p in parts if p[:3] == ["vpsmon", "exporter", "enrol"])
-    return issued["token"], enrol[3:]
+    # curl -fsSL .../install-exporter.sh | sudo sh -s -- OPTIONS: the script hands OPTIONS
+    # to `vpsmon exporter enrol` (tests/web/test_installer.py checks it accepts them).
+    pipeline, options = issued["command"].split(" -s -- ")
+    assert pipeline.startswith("curl -fsSL ") and pipeline.endswith(" | sudo sh")
+    return issued["token"], shlex.split(options)
 
 
 async def run_enrol(config: Path, args: list[str]) -> tuple[int, str, str]:

@@ -47,9 +47,9 @@ async def test_adding_a_server_with_features_ticked_shows_the_one_line_enrol_com
     )  # type: ignore[index]
     own = fingerprint(command_rig.identity.cert)
     match = re.fullmatch(
-        r"pip install 'vpsmon\[command\]' && vpsmon exporter enrol --collector 127\.0\.0\.1:8081"
-        r" --fingerprint (\S+) --token (vpsmon-enrol_\S+) --features exec,pty --run-as ops"
-        r" && systemctl restart vpsmon-exporter",
+        rf"curl -fsSL {re.escape(web_.origin)}/install-exporter\.sh \| sudo sh -s --"
+        r" --collector 127\.0\.0\.1:8081"
+        r" --fingerprint (\S+) --token (vpsmon-enrol_\S+) --features exec,pty --run-as ops",
         command,
     )
     assert match, command
