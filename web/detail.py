@@ -74,6 +74,7 @@ async def detail_page(request: web.Request) -> web.Response:
         traffic=usage.as_json() if usage else None,
         can_edit=user.role == "admin",
         can_terminal="pty" in features,
+        can_files="files" in features,
         ranges=list(RANGES),
         days_left=days_left(server.expires_on, datetime.now(UTC).date()),
     )
