@@ -12,7 +12,8 @@
 # /opt/vpsmon/venv with vpsmon[command], /etc/vpsmon/exporter.yml (root:vpsmon 0640; state in
 # /var/lib/vpsmon-exporter), the unit vpsmon-exporter.service (the same as
 # deploy/vpsmon-exporter.service), then `vpsmon exporter enrol` (commands run as `vpsmon` unless
-# --run-as says otherwise) and a restart. Run it again to enrol again.
+# --run-as says otherwise), the management drop-in (deploy/dropin.py) and a restart. Run it
+# again to enrol again.
 #
 # Trust: this script holds no secret. The enrolment itself is protected by the pinned collector
 # fingerprint and the one-time token, not by how this script reached you (see docs/security.md).
@@ -89,6 +90,7 @@ if [ "$DRY_RUN" -eq 1 ]; then
     if [ "$ENROL" -eq 1 ]; then
         echo "would run: $PREFIX/venv/bin/vpsmon exporter enrol -c $CONFIG $*"
     fi
+    echo "would write: /etc/systemd/system/vpsmon-exporter.service.d/management.conf if exec, pty or files are enabled (else remove it)"
     echo "would run: systemctl enable vpsmon-exporter && systemctl restart vpsmon-exporter"
     exit 0
 fi
@@ -150,7 +152,8 @@ Group=vpsmon
 ExecStart=/opt/vpsmon/venv/bin/vpsmon exporter run -c /etc/vpsmon/exporter.yml
 Restart=on-failure
 RestartSec=5
-# The exporter only reads /proc and /sys: lock everything else down.
+# The exporter only reads /proc and /sys: lock everything else down. With exec, pty or files
+# enabled, install-exporter.sh adds a drop-in lifting this (deploy/dropin.py says what and why).
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only
@@ -170,6 +173,24 @@ if [ "$ENROL" -eq 1 ]; then
     # Made by root just now (the exporter's key pair, the collector's certificate): the
     # exporter runs as vpsmon and must read them.
     chown -R vpsmon:vpsmon "$STATE"
+fi
+
+# The unit is locked down for metrics (ProtectSystem=strict, ProtectHome=read-only ...). With
+# exec, pty or files enabled in exporter.yml, a drop-in lifts that so terminals and the file
+# manager can write (and runs the service as root when command.run_as is another user);
+# without them the drop-in is removed. deploy/dropin.py says exactly what and why.
+DROPIN=/etc/systemd/system/vpsmon-exporter.service.d/management.conf
+install -d -m 0755 "${DROPIN%/*}"
+if "$PREFIX/venv/bin/python" -m vpsmon.deploy.dropin "$CONFIG" >"$DROPIN.new"; then
+    if [ -s "$DROPIN.new" ]; then
+        chmod 0644 "$DROPIN.new"
+        mv "$DROPIN.new" "$DROPIN"
+    else
+        rm -f "$DROPIN.new" "$DROPIN"
+    fi
+else
+    rm -f "$DROPIN.new"
+    echo "install-exporter.sh: could not work out the drop-in; the unit stays locked down" >&2
 fi
 
 systemctl daemon-reload
