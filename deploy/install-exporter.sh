@@ -29,12 +29,13 @@ usage() {
     cat <<'EOF'
 usage: install-exporter.sh [--collector HOST:PORT --fingerprint sha256:HEX --token TOKEN]
                            [--features exec,pty,files,docker] [--run-as USER]
-                           [--advertise HOST:PORT] [--dry-run] [--help]
+                           [--advertise HOST:PORT] [--file-root PATH]... [--dry-run] [--help]
 
 Installs the vpsmon exporter (metrics on :9190) as vpsmon-exporter.service. With --collector,
 --fingerprint and --token (printed by the collector's enrol page) it also enrols the exporter
 for the management features named; --run-as is the user commands, terminals and files run as
-(default: vpsmon). --dry-run checks the options, prints the steps and changes nothing.
+(default: vpsmon); --file-root (repeatable) the folders the file manager may use.
+--dry-run checks the options, prints the steps and changes nothing.
 Environment: VPSMON_PACKAGE=what pip installs (default 'vpsmon[command]').
 EOF
 }
@@ -61,7 +62,7 @@ while [ "$n" -gt 0 ]; do
             exit 0
             ;;
         --dry-run) DRY_RUN=1 ;;
-        --collector | --fingerprint | --token | --features | --run-as | --advertise)
+        --collector | --fingerprint | --token | --features | --run-as | --advertise | --file-root)
             [ "$n" -gt 0 ] || die "$opt needs a value (see --help)"
             value=$1
             shift
@@ -79,7 +80,7 @@ while [ "$n" -gt 0 ]; do
     esac
 done
 if [ "$ENROL" -eq 0 ] && [ "$#" -gt 0 ]; then
-    die "--features/--run-as/--advertise need --collector, --fingerprint and --token"
+    die "--features/--run-as/--advertise/--file-root need --collector, --fingerprint and --token"
 fi
 if [ "$ENROL" -eq 1 ] && [ "$RUN_AS_GIVEN" -eq 0 ]; then
     set -- "$@" --run-as vpsmon

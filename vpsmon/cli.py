@@ -660,6 +660,14 @@ def exporter_fingerprint(config_path: Path | None) -> None:
 @click.option(
     "--run-as", metavar="USER", help="User commands and terminals run as (command.run_as)."
 )
+@click.option(
+    "--file-root",
+    "file_roots",
+    multiple=True,
+    metavar="PATH",
+    help="Directory the file manager may use (repeatable); written as file_roots of the policy"
+    " file (command.policy_file, else policy.yml next to exporter.yml). Default: run_as's home.",
+)
 def exporter_enrol(
     collector: str,
     pin: str,
@@ -668,6 +676,7 @@ def exporter_enrol(
     config_path: Path,
     advertise: str | None,
     run_as: str | None,
+    file_roots: tuple[str, ...],
 ) -> None:
     """Enrol this exporter with a collector for management (exec, terminal, files, Docker).
 
@@ -696,6 +705,7 @@ def exporter_enrol(
                 features=features,
                 advertise=advertise,
                 run_as=run_as,
+                file_roots=file_roots,
             )
         except EnrolError as err:
             raise UserError(str(err)) from None

@@ -98,6 +98,7 @@ def enrol_command(
     token: str,
     features: Iterable[str],
     run_as: str | None,
+    file_roots: Iterable[str] = (),
 ) -> str:
     """The one line to paste on the server as a sudoer (every value quoted for the shell):
     fetch this collector's install-exporter.sh and run it with the enrol options. It makes
@@ -115,6 +116,8 @@ def enrol_command(
         parts += ["--features", ",".join(chosen)]
     if run_as:
         parts += ["--run-as", run_as]
+    for root in file_roots:
+        parts += ["--file-root", root]
     options = " ".join(shlex.quote(p) for p in parts)
     url = shlex.quote(f"{site}/install-exporter.sh")
     return f"curl -fsSL {url} | sudo sh -s -- {options}"
@@ -135,6 +138,23 @@ def checked_features(values: Iterable[str]) -> list[str]:
     return [f for f in FEATURES if f in chosen]
 
 
+def checked_file_roots(value: str | Iterable[str] | None) -> list[str]:
+    """File manager roots for the exporter's policy: absolute paths, one a line (form) or a
+    list (API); the exporter checks they exist when it enrols."""
+    lines = value.splitlines() if isinstance(value, str) else list(value or [])
+    roots: list[str] = []
+    for line in (v.strip() for v in lines):
+        if not line:
+            continue
+        if not line.startswith("/") or "\x00" in line or len(line) > 4096:
+            raise EnrolmentError(f"file roots: {line!r} is not an absolute path such as /srv/www")
+        if line not in roots:
+            roots.append(line)
+    if len(roots) > 32:
+        raise EnrolmentError("file roots: at most 32")
+    return roots
+
+
 def checked_run_as(value: str | None) -> str | None:
     value = (value or "").strip()
     if not value:
@@ -151,7 +171,11 @@ async def _server(request: web.Request) -> Server:
 
 
 async def issue(
-    request: web.Request, server: Server, features: list[str], run_as: str | None
+    request: web.Request,
+    server: Server,
+    features: list[str],
+    run_as: str | None,
+    file_roots: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Create a one-time token for `server` and the command that uses it (audited)."""
     user = require_editor(request)
@@ -168,7 +192,7 @@ async def issue(
         detail={"features": features, "expires_at": token.expires_at.isoformat()},
     )
     command = enrol_command(
-        collector_url(request), address, fingerprint, token.secret, features, run_as
+        collector_url(request), address, fingerprint, token.secret, features, run_as, file_roots
     )
     return {
         "server_id": server.id,
@@ -197,6 +221,7 @@ def render_enrol(
     issued: dict[str, Any] | None = None,
     chosen: Iterable[str] = (),
     run_as: str = "",
+    file_roots: str = "",
     error: str | None = None,
     status: int = 200,
 ) -> web.Response:
@@ -212,6 +237,7 @@ def render_enrol(
         features=FEATURES,
         chosen=set(chosen),
         run_as=run_as,
+        file_roots=file_roots,
         error=error,
     )
     if issued is not None:  # the page holds a secret: never cached
@@ -234,10 +260,11 @@ async def enrol_submit(request: web.Request) -> web.Response:
     try:
         features = checked_features(picked)
         run_as = checked_run_as(str(form.get("run_as", "")))
+        roots = checked_file_roots(str(form.get("file_roots", "")))
     except EnrolmentError as err:
         enrolled = await _status(request, server)
         return render_enrol(request, server, enrolled, chosen=picked, error=str(err), status=400)
-    issued = await issue(request, server, features, run_as)
+    issued = await issue(request, server, features, run_as, roots)
     return render_enrol(
         request,
         server,
@@ -245,6 +272,7 @@ async def enrol_submit(request: web.Request) -> web.Response:
         issued=issued,
         chosen=features,
         run_as=run_as or "",
+        file_roots="\n".join(roots),
     )
 
 
@@ -304,12 +332,16 @@ async def api_create(request: web.Request) -> web.Response:
     if not isinstance(raw, list) or not all(isinstance(f, str) for f in raw):
         raise _bad_request("features: expected a list of names")
     run_as = body.get("run_as")
+    raw_roots = body.get("file_roots", [])
+    if not isinstance(raw_roots, list) or not all(isinstance(r, str) for r in raw_roots):
+        raise _bad_request("file_roots: expected a list of absolute paths")
     try:
         features = checked_features(raw)
         user_name = checked_run_as(run_as if isinstance(run_as, str) else None)
+        roots = checked_file_roots(raw_roots)
     except EnrolmentError as err:
         raise _bad_request(str(err)) from None
-    issued = await issue(request, server, features, user_name)
+    issued = await issue(request, server, features, user_name, roots)
     return web.json_response(issued, status=201, headers={"Cache-Control": "no-store"})
 
 

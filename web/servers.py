@@ -139,6 +139,7 @@ async def new_submit(request: web.Request) -> web.Response:
         # Checked before the server is made, so a bad choice changes nothing.
         features = enrol.checked_features(picked)
         run_as = enrol.checked_run_as(values["run_as"])
+        roots = enrol.checked_file_roots(str(form.get("file_roots", "")))
     except EnrolmentError as err:
         return _render_form(request, None, values, {"run_as": str(err)}, 400, picked)
     try:
@@ -151,7 +152,7 @@ async def new_submit(request: web.Request) -> web.Response:
     if not features:
         raise web.HTTPFound(f"/servers/{server.id}")
     # Management ticked: the one-line install-and-enrol command, shown once.
-    issued = await enrol.issue(request, server, features, run_as)
+    issued = await enrol.issue(request, server, features, run_as, roots)
     return enrol.render_enrol(
         request, server, None, issued=issued, chosen=features, run_as=run_as or ""
     )

@@ -21,7 +21,7 @@ import re
 import socket
 import ssl
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,6 +259,7 @@ def enrol(
     features: str | None = None,
     advertise: str | None = None,
     run_as: str | None = None,
+    file_roots: Sequence[str] = (),
     identity: CertificatePaths | None = None,
 ) -> Enrolled:
     """Enrol with the collector and write the settings; EnrolError (nothing changed) else."""
@@ -296,10 +297,15 @@ def enrol(
             resolve_run_as(run_as)
         except ConfigError as err:
             raise EnrolError(f"--run-as: {err}") from None
+    roots = checked_file_roots(file_roots)
+    policy_path = config.command.policy_file or config_path.with_name("policy.yml")
+    policy_text = updated_policy(policy_path, roots) if roots else None
     state_dir = config.resolved_state_dir()
     collector_cert_path = state_dir / COLLECTOR_CERT_NAME
     _check_writable(config_path)
     _check_writable(collector_cert_path)
+    if policy_text is not None:
+        _check_writable(policy_path)
 
     collector_pem = pinned_certificate(collector_addr, wanted_pin)
     if identity is None:
@@ -325,12 +331,16 @@ def enrol(
         raise EnrolError("the collector answered with another certificate than the pinned one")
     enabled = tuple(f for f in FEATURES if f in set(response.features))
     text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
-    new_text = updated_yaml(
-        text,
-        command_settings(collector_cert_path, wanted_pin, response.command_token, enabled, run_as),
+    settings = command_settings(
+        collector_cert_path, wanted_pin, response.command_token, enabled, run_as
     )
+    if policy_text is not None:
+        settings["policy_file"] = str(policy_path)
+    new_text = updated_yaml(text, settings)
     _check_loads(new_text)
     write_atomically(collector_cert_path, returned_pem.encode("ascii"), mode=0o644)
+    if policy_text is not None:  # before exporter.yml names it
+        write_atomically(policy_path, policy_text.encode("utf-8"), like=policy_path, mode=0o644)
     write_atomically(config_path, new_text.encode("utf-8"), like=config_path)
     _hand_to_state_owner(state_dir, [identity.cert, identity.key, collector_cert_path])
     return Enrolled(
@@ -340,6 +350,35 @@ def enrol(
         config_path,
         collector_cert_path,
     )
+
+
+def checked_file_roots(values: Sequence[str]) -> list[str]:
+    """--file-root values: absolute paths of existing directories, in order, once each."""
+    roots: list[str] = []
+    for value in values:
+        if not value.startswith("/"):
+            raise EnrolError(f"--file-root {value!r}: give an absolute path such as /srv/www")
+        if not os.path.isdir(value):
+            raise EnrolError(f"--file-root {value}: no such directory")
+        if value not in roots:
+            roots.append(value)
+    return roots
+
+
+def updated_policy(path: Path, roots: Sequence[str]) -> str:
+    """The policy file at `path` (made if missing) with file_roots set to `roots`, the other
+    keys (commands) kept."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, yaml.YAMLError) as err:
+        raise EnrolError(f"{path}: {err}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise EnrolError(f"{path}: the top level must be a mapping (commands, file_roots)")
+    document["file_roots"] = list(roots)
+    head = "# The exporter's command policy (docs/security.md); file_roots set by enrol\n"
+    return head + yaml.safe_dump(document, default_flow_style=False, sort_keys=False)
 
 
 def _hand_to_state_owner(state_dir: Path, made: list[Path]) -> None:

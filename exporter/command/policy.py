@@ -27,11 +27,18 @@ class PolicyError(PermissionError):
     """A request the policy refuses; the message says what and why (it goes to the caller)."""
 
 
+class NoFileRoots(OSError):
+    """No policy file_roots and the default root (run_as's home) does not exist: the file
+    manager has nothing to show (FAILED_PRECONDITION, not "no such file")."""
+
+
 @dataclass(frozen=True)
 class Policy:
     # None: any program. Entries are names looked up in PATH or absolute paths.
     commands: tuple[str, ...] | None
     file_roots: tuple[Path, ...]
+    # Set when file_roots is the default (run_as's home) rather than the policy file's.
+    default_root: Path | None = None
 
     def program(self, argv0: str, path: str) -> str:
         """The absolute program argv[0] names (searched in `path`), if the policy allows it."""
@@ -51,6 +58,11 @@ class Policy:
 
     def path(self, requested: str, *, must_exist: bool = False) -> Path:
         """`requested` resolved, if it lies within a file root (the root itself included)."""
+        if self.default_root is not None and not self.default_root.is_dir():
+            raise NoFileRoots(
+                "no file roots: set command.policy_file file_roots (or enrol with --file-root"
+                f" PATH); the default, run_as's home {self.default_root}, does not exist"
+            )
         if not requested or not requested.startswith("/"):
             raise PolicyError(f"{requested!r}: paths must be absolute")
         if "\x00" in requested:
@@ -81,7 +93,8 @@ def load_policy(path: Path | None, home: Path) -> Policy:
         if not root.startswith("/"):
             raise ConfigError(f"{path}: file_roots: {root!r} is not an absolute path")
         file_roots.append(Path(os.path.realpath(root)))
-    return Policy(commands, tuple(file_roots))
+    default_root = file_roots[0] if roots_raw is None else None
+    return Policy(commands, tuple(file_roots), default_root)
 
 
 def _strings(path: Path | None, key: str, value: Any) -> Sequence[str]:

@@ -25,6 +25,7 @@ from vpsmon.collector.fleet.agents import agent_target, create_enrolment_token
 from vpsmon.collector.fleet.server import enrol_service, start_grpc_server
 from vpsmon.config import HostPort
 from vpsmon.exporter.command.enrol import updated_yaml
+from vpsmon.exporter.command.policy import load_policy
 from vpsmon.exporter.config import load_config
 from vpsmon.exporter.security import ensure_self_signed, fingerprint
 from vpsmon.exporter.server import serve
@@ -105,12 +106,14 @@ def exporter_yml(tmp: Path) -> Path:
     return path
 
 
-async def make_command(c: Collector, features: list[str]) -> tuple[str, list[str]]:
+async def make_command(
+    c: Collector, features: list[str], file_roots: list[str] | None = None
+) -> tuple[str, list[str]]:
     async with c.web.client() as client:
         csrf = await c.web.login(client, "root")
         resp = await client.post(
             f"/api/servers/{c.server_id}/enrolment",
-            json={"features": features, "run_as": "nobody"},
+            json={"features": features, "run_as": "nobody", "file_roots": file_roots or []},
             headers={"X-CSRF-Token": csrf},
         )
         assert resp.status == 201, await resp.text()
@@ -379,3 +382,35 @@ async def test_the_running_collector_serves_enrol_and_fleet_on_its_grpc_port(
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+async def test_file_roots_from_the_dialog_are_written_into_the_exporters_policy(
+    collector: Collector, tmp_path: Path
+) -> None:
+    config = exporter_yml(tmp_path)
+    policy = tmp_path / "policy.yml"
+    policy.write_text("commands: [id]\nfile_roots: [/tmp]\n")
+    www = tmp_path / "www"
+    www.mkdir()
+    token, args = await make_command(collector, ["files"], [str(www), "/var/log"])
+    assert args[-4:] == ["--file-root", str(www), "--file-root", "/var/log"]
+
+    # A root that is not there: refused before anything is sent, nothing written.
+    before = config.read_text()
+    code, _, err = await run_enrol(config, [*args, "--file-root", str(tmp_path / "gone")])
+    assert code == 1 and f"--file-root {tmp_path / 'gone'}: no such directory" in err
+    code, _, err = await run_enrol(config, [*args, "--file-root", "srv"])
+    assert code == 1 and "absolute path" in err
+    assert config.read_text() == before
+    assert policy.read_text() == "commands: [id]\nfile_roots: [/tmp]\n"
+
+    code, out, err = await run_enrol(config, args)
+    assert code == 0, err
+    written = yaml.safe_load(policy.read_text())
+    assert written == {"commands": ["id"], "file_roots": [str(www), "/var/log"]}
+    loaded = load_config(config, env={})
+    assert loaded.command.policy_file == policy
+    assert load_policy(policy, Path("/nonexistent")).file_roots == (
+        www.resolve(),
+        Path("/var/log"),
+    )

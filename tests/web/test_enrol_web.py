@@ -34,6 +34,7 @@ async def test_adding_a_server_with_features_ticked_shows_the_one_line_enrol_com
         csrf = await web_.login(client, "root")
         page = await (await client.get("/servers/new")).text()
         assert 'name="feature" value="exec"' in page and 'name="run_as"' in page
+        assert 'name="file_roots"' in page
         resp = await client.post(
             "/servers/new",
             data={**FORM, "csrf_token": csrf, "feature": ["exec", "pty"], "run_as": "ops"},
@@ -81,7 +82,11 @@ async def test_a_bad_feature_or_user_name_refuses_the_whole_form_and_adds_nothin
     web_ = await command_rig.start_web()
     async with web_.client() as client:
         csrf = await web_.login(client, "root")
-        for extra in ({"feature": "rootkit"}, {"feature": "exec", "run_as": "x; rm -rf /"}):
+        for extra in (
+            {"feature": "rootkit"},
+            {"feature": "exec", "run_as": "x; rm -rf /"},
+            {"feature": "files", "file_roots": "/srv/www\nrelative/path"},
+        ):
             resp = await client.post(
                 "/servers/new", data={**FORM, "csrf_token": csrf, **extra}, allow_redirects=False
             )

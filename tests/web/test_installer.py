@@ -77,7 +77,10 @@ async def test_the_collector_serves_the_script_and_prints_a_command_it_accepts(
         csrf = await web.login(client, "root")
         resp = await client.post(
             f"/api/servers/{server_id}/enrolment",
-            json={"features": ["exec", "pty"], **({"run_as": run_as} if run_as else {})},
+            json={
+                "features": ["exec", "pty", "files"],
+                **({"run_as": run_as, "file_roots": ["/srv/www", "/var/log"]} if run_as else {}),
+            },
             headers={"X-CSRF-Token": csrf},
         )
         assert resp.status == 201, await resp.text()
@@ -93,5 +96,7 @@ async def test_the_collector_serves_the_script_and_prints_a_command_it_accepts(
     handed = enrol_line.split(" exporter enrol -c /etc/vpsmon/exporter.yml ", 1)[1].split()
     expected = args if run_as else [*args, "--run-as", "vpsmon"]
     assert handed == expected
+    if run_as:
+        assert args[-4:] == ["--file-root", "/srv/www", "--file-root", "/var/log"]
     assert handed[handed.index("--token") + 1] == issued["token"]
     assert issued["manual_command"].startswith("sudo vpsmon exporter enrol --collector ")
