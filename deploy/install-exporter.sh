@@ -101,11 +101,13 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# Piped (`curl ... | sh`), the rest of this script is sh's stdin: every program that could read
+# stdin gets /dev/null, or it would swallow the script.
 # Debian/Ubuntu ship python3 without venv/ensurepip (and system pip refuses to install: PEP 668).
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv
+        DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv </dev/null
     else
         die "python3 with the venv module is needed; install it and run this again"
     fi
@@ -113,8 +115,8 @@ fi
 
 id vpsmon >/dev/null 2>&1 || useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin vpsmon
 if [ ! -x "$PREFIX/venv/bin/vpsmon" ]; then
-    python3 -m venv "$PREFIX/venv"
-    "$PREFIX/venv/bin/pip" install --quiet "$PACKAGE"
+    python3 -m venv "$PREFIX/venv" </dev/null
+    "$PREFIX/venv/bin/pip" install --quiet "$PACKAGE" </dev/null
 fi
 
 install -d -m 0700 -o vpsmon -g vpsmon "$STATE"
@@ -170,7 +172,7 @@ UNIT
 chmod 0644 "$UNIT"
 
 if [ "$ENROL" -eq 1 ]; then
-    "$PREFIX/venv/bin/vpsmon" exporter enrol -c "$CONFIG" "$@"
+    "$PREFIX/venv/bin/vpsmon" exporter enrol -c "$CONFIG" "$@" </dev/null
     # Made by root just now (the exporter's key pair, the collector's certificate): the
     # exporter runs as vpsmon and must read them.
     chown -R vpsmon:vpsmon "$STATE"
@@ -182,7 +184,7 @@ fi
 # without them the drop-in is removed. deploy/dropin.py says exactly what and why.
 DROPIN=/etc/systemd/system/vpsmon-exporter.service.d/management.conf
 install -d -m 0755 "${DROPIN%/*}"
-if "$PREFIX/venv/bin/python" -m vpsmon.deploy.dropin "$CONFIG" >"$DROPIN.new"; then
+if "$PREFIX/venv/bin/python" -m vpsmon.deploy.dropin "$CONFIG" >"$DROPIN.new" </dev/null; then
     if [ -s "$DROPIN.new" ]; then
         chmod 0644 "$DROPIN.new"
         mv "$DROPIN.new" "$DROPIN"

@@ -100,3 +100,17 @@ async def test_the_collector_serves_the_script_and_prints_a_command_it_accepts(
         assert args[-4:] == ["--file-root", "/srv/www", "--file-root", "/var/log"]
     assert handed[handed.index("--token") + 1] == issued["token"]
     assert issued["manual_command"].startswith("sudo vpsmon exporter enrol --collector ")
+
+
+def test_piped_into_sh_no_program_can_swallow_the_rest_of_the_script() -> None:
+    # `curl ... | sudo sh -s --`: sh reads the script from stdin as it goes, so a program that
+    # reads stdin (apt-get, dpkg's prompts, pip, the enrol) would eat the lines after it.
+    runs = [
+        line.strip()
+        for line in SCRIPT.read_text().splitlines()
+        if re.search(
+            r"apt-get (update|install)|/pip\" install|-m venv|\" exporter enrol -c|-m vpsmon", line
+        )
+    ]
+    assert len(runs) == 6, runs
+    assert all("</dev/null" in line for line in runs), runs
