@@ -120,8 +120,12 @@ async def test_hostile_targets_fail_with_reasons_while_a_good_one_keeps_its_inte
 
     good = results["good"]
     assert len(good) >= 4 and all(r.up for r in good)
+    # On its schedule: one scrape per interval, none missed or doubled. A scrape delayed by a
+    # busy machine is followed by one on time, so single gaps may run apart by more than the
+    # jitter; their mean may not.
     gaps = [b.timestamp - a.timestamp for a, b in zip(good, good[1:], strict=False)]
-    assert all(INTERVAL * 0.9 < gap < INTERVAL * 1.25 for gap in gaps), gaps
+    assert all(INTERVAL * 0.5 < gap < INTERVAL * 1.5 for gap in gaps), gaps
+    assert INTERVAL * 0.9 < sum(gaps) / len(gaps) < INTERVAL * 1.1, gaps
 
     expected = {
         "garbage": "invalid exposition",
