@@ -360,23 +360,37 @@ class SampleWriter:
     async def _resolve(
         self, conn: asyncpg.Connection, keys: Iterable[tuple[bytes, int, str, Labels]]
     ) -> dict[bytes, int]:
+        """Series ids for ``keys``: known rows looked up in one ``SELECT`` (a restarted
+        collector's whole fleet), the missing ones created in one ``INSERT`` (sorted by hash,
+        so the unique index is walked in order) that returns their ids. A row another writer
+        created meanwhile is read back; a key of a deleted server stays unresolved."""
         unique = {k[0]: k for k in keys}
-        hashes = list(unique)
-        await conn.execute(
+        rows = await conn.fetch(
+            "SELECT id, labels_hash FROM series WHERE labels_hash = ANY($1::bytea[])", list(unique)
+        )
+        found = {bytes(row["labels_hash"]): row["id"] for row in rows}
+        missing = sorted(h for h in unique if h not in found)
+        if not missing:
+            return found
+        created = await conn.fetch(
             "INSERT INTO series (server_id, metric, labels, labels_hash)"
             " SELECT s, m, l::jsonb, h FROM unnest($1::int[], $2::text[], $3::text[], $4::bytea[])"
             " AS u(s, m, l, h)"
             " WHERE EXISTS (SELECT 1 FROM servers WHERE id = u.s)"
-            " ON CONFLICT (labels_hash) DO NOTHING",
-            [unique[h][1] for h in hashes],
-            [unique[h][2] for h in hashes],
-            [json.dumps({k: _text(v) for k, v in unique[h][3]}) for h in hashes],
-            hashes,
+            " ON CONFLICT (labels_hash) DO NOTHING RETURNING id, labels_hash",
+            [unique[h][1] for h in missing],
+            [unique[h][2] for h in missing],
+            [json.dumps({k: _text(v) for k, v in unique[h][3]}) for h in missing],
+            missing,
         )
-        rows = await conn.fetch(
-            "SELECT id, labels_hash FROM series WHERE labels_hash = ANY($1::bytea[])", hashes
-        )
-        return {bytes(row["labels_hash"]): row["id"] for row in rows}
+        found.update((bytes(row["labels_hash"]), row["id"]) for row in created)
+        if len(created) < len(missing):
+            rest = [h for h in missing if h not in found]
+            rows = await conn.fetch(
+                "SELECT id, labels_hash FROM series WHERE labels_hash = ANY($1::bytea[])", rest
+            )
+            found.update((bytes(row["labels_hash"]), row["id"]) for row in rows)
+        return found
 
     async def _update_servers(self, conn: asyncpg.Connection, batch: list[StoredScrape]) -> None:
         latest: dict[int, StoredScrape] = {}

@@ -159,6 +159,34 @@ async def test_a_replayed_batch_is_stored_exactly_once(pool: asyncpg.Pool) -> No
     assert await pool.fetchval("SELECT count(*) FROM series") == 5
 
 
+async def test_a_restarted_writer_looks_known_series_up_and_creates_only_new_ones(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_server(pool)
+    writer = SampleWriter(pool, "node")
+    await writer.append(good_result(target))
+    assert await writer.flush()
+    ids = dict(await pool.fetch("SELECT metric, id FROM series"))
+    last_id = await pool.fetchval("SELECT last_value FROM series_id_seq")
+    # A cold cache (a restarted collector): the known series are read, not inserted again
+    # (an INSERT ... ON CONFLICT would spend a sequence value per known series), and only the
+    # new series is created.
+    restarted = SampleWriter(pool, "node")
+    result = good_result(target, T0 + 15)
+    result.samples.append(Sample("node_load5", (), 0.25))
+    await restarted.append(result)
+    assert await restarted.flush()
+    assert await pool.fetchval("SELECT last_value FROM series_id_seq") == last_id + 1
+    after = dict(await pool.fetch("SELECT metric, id FROM series"))
+    assert {m: after[m] for m in ids} == ids
+    assert set(after) - set(ids) == {"node_load5"}
+    assert await pool.fetchval("SELECT count(*) FROM samples") == 11
+    rows = await pool.fetch(
+        "SELECT series_id, count(*) AS n FROM samples GROUP BY series_id ORDER BY series_id"
+    )
+    assert [r["n"] for r in rows] == [2] * 5 + [1]
+
+
 async def test_last_seen_and_last_error_follow_the_latest_scrape(pool: asyncpg.Pool) -> None:
     target = await add_server(pool)
     writer = SampleWriter(pool, "node")
