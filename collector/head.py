@@ -257,9 +257,22 @@ class RecentSamples:
         j = bisect.bisect_right(server.times, end)
         return _column(server, col, i, j, min(map(len, server.rows[i:j]), default=0))
 
-    def series_refs(self, matchers: Sequence[Matcher], start: float, end: float) -> list[SeriesRef]:
+    def series_refs(
+        self,
+        matchers: Sequence[Matcher],
+        start: float,
+        end: float,
+        *,
+        server_id: int | None = None,
+    ) -> list[SeriesRef]:
         out = []
-        for server, col in self._candidates(matchers):
+        if server_id is None:
+            candidates = self._candidates(matchers)
+        else:
+            # One server's columns only: a chart of one server must not walk the fleet's.
+            one = self._servers.get(server_id)
+            candidates = [] if one is None else [(one, c) for c in range(len(one.labels))]
+        for server, col in candidates:
             labels = server.labels[col]
             if (
                 all(m.matches(labels) for m in matchers)

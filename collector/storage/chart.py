@@ -102,10 +102,8 @@ class ChartReader:
                 split = None
             else:
                 known = {_key(r.labels) for r in refs}
-                for ref in recent.series_refs(matchers, split, end):
-                    if (server_id is None or ref.server_id == server_id) and _key(
-                        ref.labels
-                    ) not in known:
+                for ref in recent.series_refs(matchers, split, end, server_id=server_id):
+                    if _key(ref.labels) not in known:
                         refs.append(ref)
         ids = [r.id for r in refs if r.id >= 0]
         found: dict[int, Buckets] = {}

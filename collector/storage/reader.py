@@ -45,8 +45,16 @@ class RecentWindow(Protocol):
         """The series' samples in ``[start, end]`` from the window, oldest first."""
         ...
 
-    def series_refs(self, matchers: Sequence[Matcher], start: float, end: float) -> list[SeriesRef]:
-        """Series in the window matching ``matchers`` with samples in the range.
+    def series_refs(
+        self,
+        matchers: Sequence[Matcher],
+        start: float,
+        end: float,
+        *,
+        server_id: int | None = None,
+    ) -> list[SeriesRef]:
+        """Series in the window matching ``matchers`` with samples in the range (of one
+        server when ``server_id`` is given).
 
         Refs of series not yet in the database have ``id`` < 0.
         """
