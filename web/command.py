@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from vpsmon.collector.accounts import User
+from vpsmon.collector.accounts import User, role_allows
 from vpsmon.collector.fleet.agents import FEATURES, AgentRecord, agent_target
 from vpsmon.collector.fleet.pool import AgentPool
 from vpsmon.collector.servers import Server, get_server
@@ -143,3 +143,24 @@ async def audit_command(
     """Write the audit entry of a command-channel action (exec, pty.open, file.write,
     docker.start …) for the request's user; call it BEFORE the action runs. Returns its id."""
     return await access.audit(request, action, server_id=server_id, success=success, detail=detail)
+
+
+async def access_gone(
+    request: web.Request, user: User | None, server_id: int, feature: str | None = None
+) -> str | None:
+    """Why `user` may no longer use `server_id` (and `feature`, when given, as enrolled),
+    or None while they may. Long-lived sockets (terminal, docker logs) ask it every
+    `recheck_seconds` with the user re-read from the session or token."""
+    if user is None:
+        return "the session ended"
+    if not role_allows(user.role, "operator"):
+        return "this needs the operator role"
+    db = request.app[POOL]
+    if not access.is_visible(await access.visible_server_ids(db, user), server_id):
+        return "no such server"
+    if feature is not None:
+        record = await agent_target(db, server_id)
+        if record is None or feature not in record.features:
+            what = "docker control" if feature == "docker" else feature
+            return f"{what} is no longer enabled on this server"
+    return None

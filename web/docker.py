@@ -36,7 +36,7 @@ from vpsmon.collector.accounts import role_allows
 from vpsmon.collector.fleet.agents import agent_target
 from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.web import access
-from vpsmon.web.command import Agent, audit_command, check_ws_origin, open_agent
+from vpsmon.web.command import Agent, access_gone, audit_command, check_ws_origin, open_agent
 from vpsmon.web.keys import DOCKER_SOCKETS, HUB, POOL
 
 log = logging.getLogger("vpsmon.web.docker")
@@ -380,17 +380,7 @@ async def logs_socket(request: web.Request) -> web.StreamResponse:
 async def still_allowed(request: web.Request, server_id: int) -> str | None:
     """None while the socket's user may still read this server's logs, else why not."""
     user = await access.recheck_credentials(request)
-    if user is None:
-        return "the session ended"
-    if not role_allows(user.role, "operator"):
-        return "this needs the operator role"
-    db = request.app[POOL]
-    if not access.is_visible(await access.visible_server_ids(db, user), server_id):
-        return "no such server"
-    record = await agent_target(db, server_id)
-    if record is None or "docker" not in record.features:
-        return "docker control is no longer enabled on this server"
-    return None
+    return await access_gone(request, user, server_id, "docker")
 
 
 async def _recheck_access(request: web.Request, ws: web.WebSocketResponse, server_id: int) -> None:

@@ -33,12 +33,12 @@ import grpc
 from aiohttp import WSMsgType, web
 
 from vpsmon.collector import servers as records
-from vpsmon.collector.accounts import User, role_allows
+from vpsmon.collector.accounts import User
 from vpsmon.collector.fleet import recordings
 from vpsmon.collector.fleet.agents import agent_target
 from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.web import access
-from vpsmon.web.command import Agent, audit_command, check_ws_origin, open_agent
+from vpsmon.web.command import Agent, access_gone, audit_command, check_ws_origin, open_agent
 from vpsmon.web.keys import CONFIG, POOL
 
 log = logging.getLogger("vpsmon.web.terminal")
@@ -324,10 +324,7 @@ class PtyBridge:
 
 
 async def _still_allowed(request: web.Request, user: User, server_id: int) -> bool:
-    if not role_allows(user.role, "operator"):
-        return False
-    visible = await access.visible_server_ids(request.app[POOL], user)
-    return access.is_visible(visible, server_id)
+    return await access_gone(request, user, server_id) is None
 
 
 def _resize(text: str) -> tuple[int, int] | None:
