@@ -156,7 +156,10 @@ async def ensure_partitions(conn: asyncpg.Connection, now: float) -> list[str]:
 
 # The rows of one hour, from its raw partition or the default partition and from chunks it
 # already has (for series that have raw rows: late rows merge into their chunk). A sample
-# stored twice (same series and millisecond) is kept once; the chunk's copy wins, being first.
+# stored twice (same series and millisecond) is kept once: the raw row's, being the later
+# write. A replayed scrape carries the value already stored; a rule re-evaluated after a
+# restart, or a re-import, means its new value (the writer's ON CONFLICT DO UPDATE for rule
+# outputs says the same in an hour not compacted yet).
 _BLOCK_ROWS = """
 CREATE TEMP TABLE block_rows ON COMMIT DROP AS
 SELECT DISTINCT ON (series_id, ms) series_id, ms, value FROM (
@@ -169,8 +172,23 @@ SELECT DISTINCT ON (series_id, ms) series_id, ms, value FROM (
     WHERE c.block_start = $1
       AND c.series_id IN (SELECT series_id FROM samples WHERE ts >= $1 AND ts < $2)
 ) x
-ORDER BY series_id, ms, src
+ORDER BY series_id, ms, src DESC
 """
+
+# The samples of one compacted hour, for the given series: what the next hour's rollup is
+# rebuilt from when this hour's last value changed.
+_CHUNK_ROWS = """
+CREATE TEMP TABLE block_rows ON COMMIT DROP AS
+SELECT c.series_id, c.first_ms + sum(u.d) OVER (PARTITION BY c.series_id ORDER BY u.o) AS ms,
+       u.v AS value
+FROM sample_chunks c, unnest(c.deltas, c.vals) WITH ORDINALITY AS u(d, v, o)
+WHERE c.block_start = $1 AND c.series_id = ANY($2::bigint[])
+"""
+
+_LAST_VALUES = (
+    "SELECT series_id, last_value FROM sample_chunks"
+    " WHERE block_start = $1 AND series_id = ANY($2::bigint[])"
+)
 
 _UPSERT_CHUNKS = """
 INSERT INTO sample_chunks (series_id, block_start, first_ms, last_ms, last_value, deltas, vals)
@@ -255,18 +273,47 @@ async def compact_block(conn: asyncpg.Connection, block: float) -> list[int]:
         ids: list[int] = [
             r["series_id"] for r in await conn.fetch("SELECT DISTINCT series_id FROM block_rows")
         ]
+        changed: list[int] = []
         if ids:
+            before = await _last_values(conn, start, ids)
             await conn.execute(_UPSERT_CHUNKS, start)
             await conn.execute(UPSERT_ROLLUP_1M, start, _dt(block - HOUR), int(block * 1000))
+            after = await _last_values(conn, start, ids)
+            changed = [i for i, v in after.items() if i not in before or before[i] != v]
         if have:
             await conn.execute(f"DROP TABLE {name}")
         await conn.execute("DELETE FROM samples_default WHERE ts >= $1 AND ts < $2", start, end)
-        day = _floor(block, DAY)
+        redone = await _redo_next_rollup(conn, block + HOUR, changed) if changed else []
         daily = await get_mark(conn, "daily_until")
-        if ids and daily is not None and day < daily:
-            # A late row in a day already rolled up by the hour: redo that day's rows.
-            await conn.execute(UPSERT_ROLLUP_1H, _dt(day), _dt(day + DAY), ids)
+        for day, which in ((_floor(block, DAY), ids), (_floor(block + HOUR, DAY), redone)):
+            if which and daily is not None and day < daily:
+                # A late row in a day already rolled up by the hour: redo that day's rows.
+                await conn.execute(UPSERT_ROLLUP_1H, _dt(day), _dt(day + DAY), which)
     return ids
+
+
+async def _last_values(
+    conn: asyncpg.Connection, start: datetime, ids: list[int]
+) -> dict[int, float | None]:
+    return {r["series_id"]: r["last_value"] for r in await conn.fetch(_LAST_VALUES, start, ids)}
+
+
+async def _redo_next_rollup(conn: asyncpg.Connection, block: float, ids: list[int]) -> list[int]:
+    """Rebuild the 1-minute rollups of the compacted hour ``block`` for ``ids``.
+
+    Its first counter increase starts from the previous hour's last value, which a late row
+    of that hour has just changed: left alone, the increase up to the late row would count
+    twice (once in the previous hour, once in this one's first minute), or never when the
+    previous hour had no sample of the series before. Returns the series rebuilt.
+    """
+    await conn.execute("DROP TABLE block_rows")
+    await conn.execute(_CHUNK_ROWS, _dt(block), ids)
+    redone: list[int] = [
+        r["series_id"] for r in await conn.fetch("SELECT DISTINCT series_id FROM block_rows")
+    ]
+    if redone:
+        await conn.execute(UPSERT_ROLLUP_1M, _dt(block), _dt(block - HOUR), int(block * 1000))
+    return redone
 
 
 async def build_day(conn: asyncpg.Connection, day: float) -> None:

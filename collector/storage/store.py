@@ -36,7 +36,8 @@ async def fetch_samples(
     """{series id: (timestamps, values)} in ``[start, end]`` (or ``[start, end)``).
 
     Raw rows (hourly partitions and the default partition) and compacted chunks are read
-    together; a sample present in both (a late duplicate not yet merged) comes back once.
+    together; a sample present in both (a late row not yet merged) comes back once, with the
+    raw row's value, as maintenance will merge it.
     """
     raw = await conn.fetch(
         "SELECT series_id, array_agg(ms ORDER BY ms) AS t, array_agg(value ORDER BY ms) AS v"
@@ -78,7 +79,7 @@ async def fetch_samples(
 
 
 def _merge(parts: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float]]:
-    """Join pieces of one series; chunks come first in ``parts`` and win over raw duplicates."""
+    """Join pieces of one series; raw pieces come last in ``parts`` and win over chunks."""
     if len(parts) == 1:
         return parts[0]
     ordered = sorted(parts, key=lambda p: p[0][0])
@@ -91,8 +92,9 @@ def _merge(parts: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[
         return ts, vs
     merged: dict[int, float] = {}
     for t, v in parts:
-        for key, value in zip(t, v, strict=True):
-            merged.setdefault(key, value)
+        # Raw rows come last and overwrite: a raw row of a compacted hour is the later write
+        # (a rule re-evaluated), which maintenance's merge keeps too.
+        merged.update(zip(t, v, strict=True))
     keys = sorted(merged)
     return keys, [merged[k] for k in keys]
 
@@ -147,12 +149,15 @@ class Buckets:
 # PostgreSQL materialises a multi-array unnest, which made a day of minutes 4× slower.
 _RAW_BUCKETS = """
 WITH pts AS (
-    SELECT series_id, round(extract(epoch FROM ts) * 1000)::bigint AS ms, value
+    -- A sample both raw and in a chunk (a late row not merged yet) once, the raw row's value
+    -- winning as in maintenance's merge.
+    (SELECT DISTINCT ON (series_id, ms) series_id, ms, value FROM (
+    SELECT series_id, round(extract(epoch FROM ts) * 1000)::bigint AS ms, value, 0 AS src
     FROM samples
     WHERE series_id = ANY($1::bigint[])
       AND ts >= to_timestamp($5::float8) AND ts <= to_timestamp($3::float8)
-    UNION
-    SELECT series_id, ms, value FROM (
+    UNION ALL
+    SELECT series_id, ms, value, 1 FROM (
         SELECT c.series_id, c.block_start,
                c.first_ms + sum(u.d) OVER (PARTITION BY c.series_id, c.block_start ORDER BY u.o)
                    AS ms,
@@ -164,7 +169,8 @@ WITH pts AS (
           AND c.last_ms >= $5::float8 * 1000 AND c.first_ms <= $3::float8 * 1000
     ) c
     WHERE ms >= $5::float8 * 1000 AND ms <= $3::float8 * 1000
-    UNION
+    ) x ORDER BY series_id, ms, src)
+    UNION ALL
     -- The last sample before the raw range, for its first counter increase: one per series.
     SELECT series_id, last_ms, last_value FROM sample_chunks
     WHERE series_id = ANY($1::bigint[]) AND last_value IS NOT NULL

@@ -1,0 +1,147 @@
+"""Edges of compaction and rollups in the plain layout: rows that arrive after their hour was
+compacted, rewritten rule outputs, hour and day boundaries, the watermark, the session time
+zone and retention. Real PostgreSQL throughout; each test failed before its fix."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from tests.collector.test_sample_store import DAY0, HOUR, add_target, name_is
+from vpsmon.collector.scrape.loop import ScrapeResult
+from vpsmon.collector.scrape.parse import Sample
+from vpsmon.collector.scrape.target import Target
+from vpsmon.collector.storage.chart import ChartReader
+from vpsmon.collector.storage.maintenance import maintain
+from vpsmon.collector.storage.reader import StorageReader
+from vpsmon.collector.storage.writer import SampleWriter
+
+DAY = 86400.0
+COUNTER = "node_network_receive_bytes_total"
+
+
+def at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def counter_scrapes(target: Target, times: list[float]) -> list[ScrapeResult]:
+    """One counter growing by 10 a scrape (value = 10 * seconds / 60), one scrape a minute."""
+    return [
+        ScrapeResult(target, t, 0.01, [Sample(COUNTER, (("device", "eth0"),), 10 * t / 60)])
+        for t in times
+    ]
+
+
+async def write(pool: asyncpg.Pool, results: list[ScrapeResult]) -> None:
+    writer = SampleWriter(pool, "node")
+    for result in results:
+        await writer.append(result)
+    assert await writer.flush()
+
+
+async def rollup_increase(pool: asyncpg.Pool, table: str) -> float:
+    column = "block_start" if table == "rollup_1m" else "day"
+    return float(
+        await pool.fetchval(
+            f"SELECT sum(i) FROM {table} r JOIN series s ON s.id = r.series_id,"  # noqa: S608
+            f" unnest(r.incs) i WHERE s.metric = $1 AND r.{column} IS NOT NULL",
+            COUNTER,
+        )
+    )
+
+
+async def test_a_late_last_row_of_a_compacted_hour_is_not_counted_again_in_the_next_hour(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_target(pool)
+    # Two hours at one scrape a minute, the last scrape of the first hour missing.
+    times = [DAY0 + 60 * i for i in range(120)]
+    await write(pool, counter_scrapes(target, times[:59] + times[60:]))
+    await maintain(pool, DAY0 + 2 * HOUR + 700)
+    # The gap is counted in the second hour's first minute: 120 - 1 steps of 10 in all.
+    assert await rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 119)
+    # A backfill brings the missing scrape after both hours were compacted.
+    await write(pool, counter_scrapes(target, [times[59]]))
+    report = await maintain(pool, DAY0 + 2 * HOUR + 800)
+    assert report.late_merged == [DAY0]
+    assert await rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 119)
+    # The chart over rollups says the same, minute by minute.
+    end = DAY0 + 2 * HOUR
+    chart = await ChartReader(StorageReader(pool)).chart(
+        name_is(COUNTER), DAY0, end, points=120, now=end + 800
+    )
+    assert chart.resolution == "1m"
+    assert chart.series[0].buckets.increase == [0.0] + [10.0] * 119
+
+
+async def test_a_late_row_at_the_end_of_a_day_redoes_the_next_days_hourly_rollup(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_target(pool)
+    # The last hour of one day and the first of the next; both days are rolled up by the hour.
+    first = DAY0 + 23 * HOUR
+    times = [first + 60 * i for i in range(120)]
+    await write(pool, counter_scrapes(target, times[:59] + times[60:]))
+    report = await maintain(pool, DAY0 + 2 * DAY + 700)
+    assert report.days == [DAY0, DAY0 + DAY]
+    await write(pool, counter_scrapes(target, [times[59]]))
+    await maintain(pool, DAY0 + 2 * DAY + 800)
+    assert await rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 119)
+    assert await rollup_increase(pool, "rollup_1h") == pytest.approx(10 * 119)
+
+
+async def test_late_rows_in_two_consecutive_compacted_hours_count_every_increase_once(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_target(pool)
+    times = [DAY0 + 60 * i for i in range(180)]
+    late = {59, 60, 119}  # the end of hour 0, the start and the end of hour 1
+    await write(pool, counter_scrapes(target, [t for i, t in enumerate(times) if i not in late]))
+    await maintain(pool, DAY0 + 3 * HOUR + 700)
+    await write(pool, counter_scrapes(target, [times[i] for i in sorted(late)]))
+    report = await maintain(pool, DAY0 + 3 * HOUR + 800)
+    assert report.late_merged == [DAY0, DAY0 + HOUR]
+    assert await rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 179)
+
+
+async def test_a_rule_output_rewritten_into_a_compacted_hour_keeps_the_later_value(
+    pool: asyncpg.Pool,
+) -> None:
+    writer = SampleWriter(pool, "node")
+    labels = (("job", "node"),)
+    await writer.append_series([("job:load:avg", labels, DAY0 + 60 * i, 1.0) for i in range(60)])
+    assert await writer.flush()
+    await maintain(pool, DAY0 + HOUR + 700)
+    assert await pool.fetchval("SELECT count(*) FROM sample_chunks") == 1
+    # A rule re-evaluated after a restart writes the same timestamps again: the later wins,
+    # as it does (ON CONFLICT DO UPDATE) in an hour not compacted yet.
+    await writer.append_series([("job:load:avg", labels, DAY0 + 60 * i, 2.0) for i in range(30)])
+    assert await writer.flush()
+    reader = StorageReader(pool)
+    got = await reader.select(name_is("job:load:avg"), DAY0, DAY0 + HOUR)
+    assert got[0].values == [2.0] * 30 + [1.0] * 30  # before maintenance merges them
+    charts = ChartReader(reader)
+    raw = await charts.chart(name_is("job:load:avg"), DAY0, DAY0 + HOUR, points=120, now=DAY0)
+    assert raw.resolution == "raw"
+    assert raw.series[0].buckets.avg == [2.0] * 30 + [1.0] * 30  # not both values
+
+    report = await maintain(pool, DAY0 + HOUR + 800)
+    assert report.late_merged == [DAY0]
+    got = await reader.select(name_is("job:load:avg"), DAY0, DAY0 + HOUR)
+    assert got[0].values == [2.0] * 30 + [1.0] * 30
+    sums = "SELECT sum(s) FROM rollup_1m, unnest(sums) s WHERE block_start = $1"
+    assert await pool.fetchval(sums, at(DAY0)) == 90.0
+
+
+async def test_a_replayed_scrape_into_a_compacted_hour_is_stored_once(pool: asyncpg.Pool) -> None:
+    target = await add_target(pool)
+    times = [DAY0 + 60 * i for i in range(60)]
+    await write(pool, counter_scrapes(target, times))
+    await maintain(pool, DAY0 + HOUR + 700)
+    await write(pool, counter_scrapes(target, times[10:20]))  # a spool segment replayed again
+    await maintain(pool, DAY0 + HOUR + 800)
+    got = await StorageReader(pool).select(name_is(COUNTER), DAY0, DAY0 + HOUR)
+    assert got[0].timestamps == times
+    assert await rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 59)
