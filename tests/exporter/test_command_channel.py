@@ -481,9 +481,10 @@ async def test_a_100_mb_file_goes_up_and_down_intact_with_flat_exporter_memory(
     assert info.size == total and size == total
     assert got.hexdigest() == expected.hexdigest()
     # Flat: 400 MiB moved (two files, up and down) and the peak grew by far less than one
-    # file (a buffered copy would add 100 MiB; gRPC's flow-control windows and the allocator
-    # account for the growth, more of it when the machine is busy and the sides run apart).
-    assert peaks[1] - before < 64 * 1024, f"peak RSS {before} KiB -> {peaks} KiB"
+    # file. A buffered copy would add 100 MiB; so did gRPC's BDP-grown receive window when
+    # the host was busy (15-100 MiB at load 7). With the fixed 1 MiB window the growth is
+    # the window, a few chunks in flight and the allocator: 6-12 MiB at load 10.
+    assert peaks[1] - before < 32 * 1024, f"peak RSS {before} KiB -> {peaks} KiB"
     print(f"100 MiB up and down in {elapsed:.1f}s; exporter peak RSS {before} -> {peaks} KiB")
 
 
