@@ -8,15 +8,24 @@ from the increase within each step (counter resets handled as Prometheus' ``incr
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from vpsmon.collector.storage.chart import DEFAULT_POINTS, ChartReader
 from vpsmon.collector.storage.query import Matcher
+from vpsmon.collector.storage.store import Figure
 from vpsmon.web.charts import COUNTERS, METRICS, GridSeries, build
 
 MAX_RANGE_SECONDS = 400 * 86400
 _TARGET_LABELS = {"job", "instance"}
 _WANTED = Matcher("__name__", "=~", "|".join(METRICS))
+# What the charts draw: a gauge's average per step, a counter's last reading and increase.
+_GAUGE_FIGURES: frozenset[Figure] = frozenset(("avg",))
+_COUNTER_FIGURES: frozenset[Figure] = frozenset(("last", "increase"))
+
+
+def _figures(labels: Mapping[str, str]) -> frozenset[Figure]:
+    return _COUNTER_FIGURES if labels.get("__name__") in COUNTERS else _GAUGE_FIGURES
 
 
 def points_for(start: float, end: float, scrape_interval: float) -> int:
@@ -30,7 +39,12 @@ async def history(
     """``reader`` is the app's (app[CHARTS]): it knows the configured retention, so a range
     older than the raw samples are kept is read from the rollups that still hold it."""
     chart = await reader.chart(
-        [_WANTED], start, end, server_id=server_id, points=points_for(start, end, scrape_interval)
+        [_WANTED],
+        start,
+        end,
+        server_id=server_id,
+        points=points_for(start, end, scrape_interval),
+        figures=_figures,
     )
     step = chart.step
     first = math.floor(start / step)

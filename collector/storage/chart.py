@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from vpsmon.collector.storage import store
 from vpsmon.collector.storage.maintenance import Retention
 from vpsmon.collector.storage.query import Matcher
 from vpsmon.collector.storage.reader import StorageReader
-from vpsmon.collector.storage.store import Buckets, Resolution
+from vpsmon.collector.storage.store import FIGURES, Buckets, Figure, Resolution
 
 # Round steps, in seconds: a chart's buckets align to the clock (…:00, …:15, midnight UTC).
 NICE_STEPS = (
@@ -84,8 +84,13 @@ class ChartReader:
         server_id: int | None = None,
         points: int = DEFAULT_POINTS,
         now: float | None = None,
+        figures: Callable[[Mapping[str, str]], frozenset[Figure]] | None = None,
     ) -> Chart:
-        """Series matching ``matchers`` (on one server if ``server_id``) in buckets."""
+        """Series matching ``matchers`` (on one server if ``server_id``) in buckets.
+
+        ``figures`` says from a series' labels which of `Buckets`' figures it needs (all
+        when not given); the others stay empty and are not read from the database.
+        """
         now = time.time() if now is None else now
         resolution, step = choose_resolution(
             choose_step(start, end, points), start, now, self.retention
@@ -106,19 +111,23 @@ class ChartReader:
                     if _key(ref.labels) not in known:
                         refs.append(ref)
         ids = [r.id for r in refs if r.id >= 0]
+        wanted = None if figures is None else {r.id: figures(r.labels) for r in refs}
         found: dict[int, Buckets] = {}
         # Times are milliseconds: the database answers up to the last one before the split.
         db_end = end if split is None else split - 0.001
         if ids and db_end >= start:
             async with self.reader.pool.acquire() as conn:
-                found = await store.fetch_buckets(conn, ids, start, db_end, step, resolution)
+                found = await store.fetch_buckets(
+                    conn, ids, start, db_end, step, resolution, wanted
+                )
         chart = Chart(start, end, step, resolution)
         for ref in refs:
             buckets = found.get(ref.id)
             if recent is not None and since is not None and split is not None:
                 # From the window's start: the sample before the split gives its increase.
                 ts, vs = recent.samples(ref, since, end)
-                buckets = _append_buckets(buckets, ts, vs, split, step)
+                want = FIGURES if wanted is None else wanted[ref.id]
+                buckets = _append_buckets(buckets, ts, vs, split, step, want)
             if buckets is not None and buckets.timestamps:
                 chart.series.append(ChartSeries(dict(ref.labels), buckets))
         chart.series.sort(key=lambda s: sorted(s.labels.items()))
@@ -130,11 +139,17 @@ def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 def _append_buckets(
-    buckets: Buckets | None, ts: list[float], vs: list[float], split: float, step: float
+    buckets: Buckets | None,
+    ts: list[float],
+    vs: list[float],
+    split: float,
+    step: float,
+    want: frozenset[Figure] = FIGURES,
 ) -> Buckets | None:
     """Add buckets of ``step`` made of the samples at or after ``split`` (earlier samples
     only give the first counter increase), as store.fetch_buckets makes them: NaNs (stale
-    markers) left out, a counter that drops counted as restarted from zero."""
+    markers) left out, a counter that drops counted as restarted from zero; only the
+    figures in ``want``."""
     out = buckets if buckets is not None else Buckets()
     # The newest stored value before the split, unless the window holds a later one.
     previous: float | None = out.last[-1] if out.last else None
@@ -150,7 +165,7 @@ def _append_buckets(
         b = math.floor(t / step) * step
         if b != current:
             if current is not None:
-                _push(out, current, acc)
+                _push(out, current, acc, want)
             current, acc = b, [v, v, 0.0, 0.0, v, 0.0]
         acc[0] = min(acc[0], v)
         acc[1] = max(acc[1], v)
@@ -159,14 +174,19 @@ def _append_buckets(
         acc[4] = v
         acc[5] += delta
     if current is not None:
-        _push(out, current, acc)
+        _push(out, current, acc, want)
     return out if out.timestamps else buckets
 
 
-def _push(out: Buckets, b: float, acc: list[float]) -> None:
+def _push(out: Buckets, b: float, acc: list[float], want: frozenset[Figure]) -> None:
     out.timestamps.append(b)
-    out.min.append(acc[0])
-    out.max.append(acc[1])
-    out.avg.append(acc[2] / acc[3])
-    out.last.append(acc[4])
-    out.increase.append(acc[5])
+    if "min" in want:
+        out.min.append(acc[0])
+    if "max" in want:
+        out.max.append(acc[1])
+    if "avg" in want:
+        out.avg.append(acc[2] / acc[3])
+    if "last" in want:
+        out.last.append(acc[4])
+    if "increase" in want:
+        out.increase.append(acc[5])

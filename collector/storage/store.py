@@ -9,7 +9,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Iterator
+import operator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -134,6 +135,7 @@ class Buckets:
     ``increase`` is the counter increase within each bucket, counter resets handled as
     Prometheus' ``increase`` does (a drop means the counter restarted from zero); it is
     meaningless for gauges. Staleness markers and other NaNs are left out of every figure.
+    A figure the reader did not ask for (`fetch_buckets`' ``figures``) stays an empty list.
     """
 
     timestamps: list[float] = field(default_factory=list)  # bucket starts
@@ -142,6 +144,19 @@ class Buckets:
     avg: list[float] = field(default_factory=list)
     last: list[float] = field(default_factory=list)
     increase: list[float] = field(default_factory=list)
+
+
+Figure = Literal["min", "max", "avg", "last", "increase"]
+FIGURES: frozenset[Figure] = frozenset(("min", "max", "avg", "last", "increase"))
+# The rollup arrays each figure is made of.
+_ARRAYS: dict[Figure, tuple[str, ...]] = {
+    "min": ("mins",),
+    "max": ("maxs",),
+    "avg": ("sums", "counts"),
+    "last": ("lasts",),
+    "increase": ("incs",),
+}
+_ARRAY_NAMES = ("mins", "maxs", "sums", "counts", "lasts", "incs")
 
 
 # Buckets of raw samples (partitions, and compacted chunks in raw mode), each sample with its
@@ -190,20 +205,38 @@ FROM raw WHERE t >= $6::float8 AND t >= $2::float8 AND t <= $3::float8
 GROUP BY series_id, b
 """
 
+# Only the arrays of the figures asked for leave the database ($4…$9: the ids that want each
+# array, in the order of _ARRAY_NAMES; the others come back NULL): a day of minutes is 1,440
+# floats per array and series, and decoding all of them was a third of a 24 h chart's time.
 _ROLLUPS = {
     "1m": (
-        "SELECT series_id, extract(epoch FROM block_start)::float8 AS base,"
-        " slots, mins, maxs, sums, counts, lasts, incs FROM rollup_1m"
-        " WHERE series_id = ANY($1::bigint[])"
-        " AND block_start > to_timestamp($2::float8 - 3600)"
-        " AND block_start < to_timestamp($3::float8)",
+        """
+SELECT series_id, extract(epoch FROM block_start)::float8 AS base,
+       slots, CASE WHEN series_id = ANY($4::bigint[]) THEN mins END AS mins,
+       CASE WHEN series_id = ANY($5::bigint[]) THEN maxs END AS maxs,
+       CASE WHEN series_id = ANY($6::bigint[]) THEN sums END AS sums,
+       CASE WHEN series_id = ANY($7::bigint[]) THEN counts END AS counts,
+       CASE WHEN series_id = ANY($8::bigint[]) THEN lasts END AS lasts,
+       CASE WHEN series_id = ANY($9::bigint[]) THEN incs END AS incs
+FROM rollup_1m
+WHERE series_id = ANY($1::bigint[])
+  AND block_start > to_timestamp($2::float8 - 3600) AND block_start < to_timestamp($3::float8)
+""",
         60.0,
     ),
     "1h": (
-        "SELECT series_id, extract(epoch FROM day)::float8 AS base,"
-        " slots, mins, maxs, sums, counts, lasts, incs FROM rollup_1h"
-        " WHERE series_id = ANY($1::bigint[])"
-        " AND day > to_timestamp($2::float8 - 86400) AND day < to_timestamp($3::float8)",
+        """
+SELECT series_id, extract(epoch FROM day)::float8 AS base,
+       slots, CASE WHEN series_id = ANY($4::bigint[]) THEN mins END AS mins,
+       CASE WHEN series_id = ANY($5::bigint[]) THEN maxs END AS maxs,
+       CASE WHEN series_id = ANY($6::bigint[]) THEN sums END AS sums,
+       CASE WHEN series_id = ANY($7::bigint[]) THEN counts END AS counts,
+       CASE WHEN series_id = ANY($8::bigint[]) THEN lasts END AS lasts,
+       CASE WHEN series_id = ANY($9::bigint[]) THEN incs END AS incs
+FROM rollup_1h
+WHERE series_id = ANY($1::bigint[])
+  AND day > to_timestamp($2::float8 - 86400) AND day < to_timestamp($3::float8)
+""",
         3600.0,
     ),
 }
@@ -231,20 +264,44 @@ def _merge_into(acc: _Acc, b: float, part: list[float]) -> None:
 
 @dataclass(slots=True)
 class _Columns:
-    """Buckets of one series made by whole rollup rows, in time order (the fast path)."""
+    """Buckets of one series made by whole rollup rows, in time order (the fast path).
 
+    Arrays not asked for stay empty; the last entry of a bucket is ``last_offset`` after
+    its start (every bucket holds its row's entries whole).
+    """
+
+    last_offset: float
     t: list[float] = field(default_factory=list)
     mn: list[float] = field(default_factory=list)
     mx: list[float] = field(default_factory=list)
     sm: list[float] = field(default_factory=list)
     cnt: list[float] = field(default_factory=list)
-    lt: list[float] = field(default_factory=list)
     lst: list[float] = field(default_factory=list)
     inc: list[float] = field(default_factory=list)
+
+    def parts(self) -> Iterator[tuple[float, list[float]]]:
+        """Each bucket as `_merge_into` takes it (zeros for arrays not asked for)."""
+        zeros = [0.0] * len(self.t)
+        mn, mx, sm = self.mn or zeros, self.mx or zeros, self.sm or zeros
+        cnt, lst, inc = self.cnt or [1.0] * len(self.t), self.lst or zeros, self.inc or zeros
+        for i, t in enumerate(self.t):
+            yield t, [mn[i], mx[i], sm[i], cnt[i], t + self.last_offset, lst[i], inc[i]]
 
 
 def _groups(values: list[float], k: int) -> Iterator[tuple[float, ...]]:
     return zip(*[iter(values)] * k, strict=False)
+
+
+def _rollup_args(ids: list[int], figures: Mapping[int, frozenset[Figure]] | None) -> list[object]:
+    """$4…$9 of a rollup query: per array, the ids whose figures need it."""
+    if figures is None:
+        return [ids] * len(_ARRAY_NAMES)
+    wanted: dict[str, list[int]] = {name: [] for name in _ARRAY_NAMES}
+    for series_id in ids:
+        names = {a for f in figures.get(series_id, FIGURES) for a in _ARRAYS[f]}
+        for name in names:
+            wanted[name].append(series_id)
+    return [wanted[name] for name in _ARRAY_NAMES]
 
 
 async def _add_rollups(
@@ -253,6 +310,7 @@ async def _add_rollups(
     columns: dict[int, _Columns],
     resolution: Resolution,
     ids: list[int],
+    figures: Mapping[int, frozenset[Figure]] | None,
     lo: float,
     hi: float,
     step: float,
@@ -261,7 +319,7 @@ async def _add_rollups(
 
     A row of contiguous entries whose buckets it holds whole is folded with C-level slices
     (``map(min, zip(*[iter(x)] * k))``) into `columns`; any other row entry by entry into
-    `found`. A day of one server's dashboard is ~35 × 24 rows of 60 minutes.
+    `found`. A day of one server's dashboard is ~44 × 25 rows of 60 minutes.
     """
     if lo >= hi:
         return
@@ -270,11 +328,16 @@ async def _add_rollups(
     k_float = step / width
     aligned = k_float.is_integer() and period % step == 0
     k = int(k_float)
-    for r in await conn.fetch(query + " ORDER BY series_id, base", ids, lo, hi):
+    args = _rollup_args(ids, figures)
+    for r in await conn.fetch(query + " ORDER BY series_id, base", ids, lo, hi, *args):
         base: float = r["base"]
         slots: list[int] = r["slots"]
-        mins, maxs, sums = r["mins"], r["maxs"], r["sums"]
-        counts, lasts, incs = r["counts"], r["lasts"], r["incs"]
+        mins: list[float] | None = r["mins"]
+        maxs: list[float] | None = r["maxs"]
+        sums: list[float] | None = r["sums"]
+        counts: list[int] | None = r["counts"]
+        lasts: list[float] | None = r["lasts"]
+        incs: list[float] | None = r["incs"]
         n = len(slots)
         first, last = base + slots[0] * width, base + (slots[-1] + 1) * width
         if (
@@ -287,24 +350,37 @@ async def _add_rollups(
         ):
             col = columns.get(r["series_id"])
             if col is None:
-                col = columns[r["series_id"]] = _Columns()
-            col.t.extend(first + g * step for g in range(n // k))
-            col.lt.extend(first + g * step + (k - 1) * width for g in range(n // k))
+                col = columns[r["series_id"]] = _Columns((k - 1) * width)
+            col.t.extend([first + g * step for g in range(n // k)])
             if k == 1:
-                col.mn.extend(mins)
-                col.mx.extend(maxs)
-                col.sm.extend(sums)
-                col.cnt.extend(counts)
-                col.lst.extend(lasts)
-                col.inc.extend(incs)
-            else:
+                for into, values in (
+                    (col.mn, mins),
+                    (col.mx, maxs),
+                    (col.sm, sums),
+                    (col.cnt, counts),
+                    (col.lst, lasts),
+                    (col.inc, incs),
+                ):
+                    if values is not None:
+                        into.extend(values)
+                continue
+            if mins is not None:
                 col.mn.extend(map(min, _groups(mins, k)))
+            if maxs is not None:
                 col.mx.extend(map(max, _groups(maxs, k)))
+            if sums is not None:
                 col.sm.extend(map(math.fsum, _groups(sums, k)))
+            if counts is not None:
                 col.cnt.extend(map(sum, _groups(counts, k)))
+            if lasts is not None:
                 col.lst.extend(lasts[k - 1 :: k])
+            if incs is not None:
                 col.inc.extend(map(math.fsum, _groups(incs, k)))
             continue
+        # Arrays not asked for are folded as zeros (their figures are not handed out).
+        zeros = [0.0] * n
+        mn, mx, sm = mins or zeros, maxs or zeros, sums or zeros
+        cnt, lst, inc = counts or [1] * n, lasts or zeros, incs or zeros
         acc = found.setdefault(r["series_id"], {})
         i = 0
         while i < n:
@@ -320,27 +396,47 @@ async def _add_rollups(
                 acc,
                 b,
                 [
-                    min(mins[i:j]),
-                    max(maxs[i:j]),
-                    math.fsum(sums[i:j]),
-                    float(sum(counts[i:j])),
+                    min(mn[i:j]),
+                    max(mx[i:j]),
+                    math.fsum(sm[i:j]),
+                    float(sum(cnt[i:j])),
                     base + slots[j - 1] * width,
-                    lasts[j - 1],
-                    math.fsum(incs[i:j]),
+                    lst[j - 1],
+                    math.fsum(inc[i:j]),
                 ],
             )
             i = j
 
 
-def _append_acc(b: Buckets, acc: _Acc, keys: list[float]) -> None:
-    for t in keys:
-        mn, mx, sm, cnt, _, lst, inc = acc[t]
-        b.timestamps.append(t)
-        b.min.append(mn)
-        b.max.append(mx)
-        b.avg.append(sm / cnt)
-        b.last.append(lst)
-        b.increase.append(inc)
+def _append_acc(b: Buckets, acc: _Acc, keys: list[float], want: frozenset[Figure]) -> None:
+    if not keys:
+        return
+    rows = [acc[t] for t in keys]
+    b.timestamps.extend(keys)
+    if "min" in want:
+        b.min.extend([r[0] for r in rows])
+    if "max" in want:
+        b.max.extend([r[1] for r in rows])
+    if "avg" in want:
+        b.avg.extend([r[2] / r[3] for r in rows])
+    if "last" in want:
+        b.last.extend([r[5] for r in rows])
+    if "increase" in want:
+        b.increase.extend([r[6] for r in rows])
+
+
+def _append_columns(b: Buckets, col: _Columns, want: frozenset[Figure]) -> None:
+    b.timestamps.extend(col.t)
+    if "min" in want:
+        b.min.extend(col.mn)
+    if "max" in want:
+        b.max.extend(col.mx)
+    if "avg" in want:
+        b.avg.extend(map(operator.truediv, col.sm, col.cnt))
+    if "last" in want:
+        b.last.extend(col.lst)
+    if "increase" in want:
+        b.increase.extend(col.inc)
 
 
 async def fetch_buckets(
@@ -350,11 +446,14 @@ async def fetch_buckets(
     end: float,
     step: float,
     resolution: Resolution = "raw",
+    figures: Mapping[int, frozenset[Figure]] | None = None,
 ) -> dict[int, Buckets]:
     """{series id: buckets} over ``[start, end]``, from ``resolution`` where it is complete.
 
     With "1h", hours of days not yet rolled up come from "1m"; with "1m", minutes of hours
     not yet compacted come from raw samples. The step should be a multiple of the resolution.
+    ``figures`` says which of `Buckets`' figures a series needs (all when it is not given,
+    or for an id it does not hold); the others stay empty lists and cost nothing.
     """
     compacted, daily = await marks(conn)
     never = end + 1  # an empty range for a source that is not used
@@ -380,10 +479,11 @@ async def fetch_buckets(
         part = [r["mn"], r["mx"], r["sm"], float(r["cnt"]), r["lt"], r["lst"], r["inc"]]
         _merge_into(acc, r["b"], part)
     columns: dict[int, _Columns] = {}
-    await _add_rollups(conn, found, columns, "1h", ids, h_from, h_to, step)
-    await _add_rollups(conn, found, columns, "1m", ids, m_from, m_to, step)
+    await _add_rollups(conn, found, columns, "1h", ids, figures, h_from, h_to, step)
+    await _add_rollups(conn, found, columns, "1m", ids, figures, m_from, m_to, step)
     out: dict[int, Buckets] = {}
     for series_id in found.keys() | columns.keys():
+        want = FIGURES if figures is None else figures.get(series_id, FIGURES)
         acc = found.get(series_id, {})
         col = columns.get(series_id)
         b = out[series_id] = Buckets()
@@ -397,19 +497,13 @@ async def fetch_buckets(
             hi = bisect.bisect_right(keys, col.t[-1])
             if lo < hi:
                 # Rare: they fall among the whole rows' buckets; merge them one by one.
-                for i, t in enumerate(col.t):
-                    part = [col.mn[i], col.mx[i], col.sm[i], col.cnt[i], col.lt[i], col.lst[i]]
-                    _merge_into(acc, t, [*part, col.inc[i]])
+                for t, part in col.parts():
+                    _merge_into(acc, t, part)
                 before, col = sorted(acc), None
             else:
                 before, after = keys[:lo], keys[hi:]
-        _append_acc(b, acc, before)
+        _append_acc(b, acc, before, want)
         if col is not None:
-            b.timestamps.extend(col.t)
-            b.min.extend(col.mn)
-            b.max.extend(col.mx)
-            b.last.extend(col.lst)
-            b.increase.extend(col.inc)
-            b.avg.extend(sm / cnt for sm, cnt in zip(col.sm, col.cnt, strict=True))
-        _append_acc(b, acc, after)
+            _append_columns(b, col, want)
+        _append_acc(b, acc, after, want)
     return out
