@@ -10,7 +10,7 @@ import bisect
 import itertools
 import math
 import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -288,7 +288,7 @@ class _Columns:
             yield t, [mn[i], mx[i], sm[i], cnt[i], t + self.last_offset, lst[i], inc[i]]
 
 
-def _groups(values: list[float], k: int) -> Iterator[tuple[float, ...]]:
+def _groups(values: Sequence[float], k: int) -> Iterator[tuple[float, ...]]:
     return zip(*[iter(values)] * k, strict=False)
 
 

@@ -20,6 +20,7 @@ from vpsmon.collector.storage.maintenance import Retention, maintain, partition_
 from vpsmon.collector.storage.migrate import available, migrate
 from vpsmon.collector.storage.query import STALE_NAN, Matcher, is_stale_marker
 from vpsmon.collector.storage.reader import StorageReader
+from vpsmon.collector.storage.store import FIGURES, Figure
 from vpsmon.collector.storage.writer import SampleWriter
 
 DAY0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -167,6 +168,36 @@ async def test_a_chart_mixing_whole_rollup_rows_gappy_rows_and_raw_rows_matches_
     assert b.last == a.last
     assert b.avg[1:] == pytest.approx(a.avg[1:])
     assert b.increase[1:] == pytest.approx(a.increase[1:])
+
+
+async def test_a_chart_asking_for_some_figures_gets_those_unchanged_and_no_others(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_target(pool)
+    # As above: whole rollup rows, a gappy row folded entry by entry, the newest hour raw.
+    results = scrapes(target, DAY0, 5 * 240)
+    await write(pool, results[: 480 + 40] + results[480 + 80 :])
+    await maintain(pool, DAY0 + 4 * HOUR + 700)
+    charts = ChartReader(StorageReader(pool))
+    metrics = [Matcher("__name__", "=~", "node_load1|node_network_receive_bytes_total")]
+    wanted: dict[str, frozenset[Figure]] = {
+        "node_load1": frozenset(("avg",)),
+        "node_network_receive_bytes_total": frozenset(("last", "increase")),
+    }
+    for start, points in ((DAY0 + 1830, 140), (DAY0, 300)):  # 2-minute and 1-minute steps
+        end = DAY0 + 5 * HOUR - 15
+        every = await charts.chart(metrics, start, end, points=points, now=end)
+        some = await charts.chart(
+            metrics, start, end, points=points, now=end, figures=lambda la: wanted[la["__name__"]]
+        )
+        assert some.resolution == every.resolution == "1m"
+        assert len(some.series) == len(every.series) == 2
+        for full, part in zip(every.series, some.series, strict=True):
+            a, b = full.buckets, part.buckets
+            assert b.timestamps == a.timestamps
+            for figure in FIGURES:
+                asked = figure in wanted[part.labels["__name__"]]
+                assert getattr(b, figure) == (getattr(a, figure) if asked else []), figure
 
 
 async def test_late_rows_merge_into_their_compacted_hour_exactly_once(pool: asyncpg.Pool) -> None:
