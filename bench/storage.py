@@ -363,6 +363,73 @@ async def compare(urls: list[str], hours: int, rounds: int = 9) -> None:
             await pool.close()
 
 
+def _backend_cpu(database: str) -> float:
+    """CPU seconds (user + system) of the PostgreSQL backends connected to ``database``."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or ())
+        if cmd.startswith("postgres: ") and f" {database} " in cmd:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+    return total
+
+
+async def writer_rounds(url: str, database: str, servers: int, rounds: int) -> None:
+    """`--writer`: ``servers`` x the real payload through `SampleWriter.flush`, round by round:
+    the first round creates every series, the next ones find them cached, the last is a new
+    writer (a restarted collector: cold cache, series in the database). Each round is one
+    scrape of every server; wall time, the writer process's CPU and its PostgreSQL backends'
+    CPU (psutil, user + system; backends live for the whole run, so they are summed)."""
+    samples, counters = real_payload()
+    fleet = Fleet(samples, counters, servers)
+    pool = await connect_pool(url, max_size=4)
+    try:
+        await migrate(pool)
+        await pool.executemany(
+            "INSERT INTO servers (id, name, url) VALUES ($1, $2, $3)",
+            [(t.server_id, t.name, t.url) for t in fleet.targets],
+        )
+        now = time.time()
+        async with pool.acquire() as conn:
+            await maintenance.ensure_partitions(conn, now)
+        writer = SampleWriter(pool, "node")
+        base = now - now % HOUR + 60.0
+        plan = ["first scrapes: every series new"]
+        plan += ["series cached"] * max(rounds - 2, 1)
+        plan += ["new writer (cold cache), series exist"]
+        print(
+            f"{servers:,} servers x {len(samples) + 3} series, load average"
+            f" {os.getloadavg()[0]:.1f} at the start"
+        )
+        print("| round | samples | wall | samples/s | writer CPU | PostgreSQL CPU | load |")
+        print("|---|---|---|---|---|---|---|")
+        for k, label in enumerate(plan):
+            if label.startswith("new writer"):
+                writer = SampleWriter(pool, "node")
+            for s in range(servers):
+                await writer.append(fleet.scrape(s, base + k * INTERVAL + s * 0.013))
+            before = writer.written_samples
+            pg0, c0, w0 = _backend_cpu(database), time.process_time(), time.perf_counter()
+            if not await writer.flush() or writer.pending:
+                raise SystemExit("the writer could not store a round")
+            wall = time.perf_counter() - w0
+            cpu, pg = time.process_time() - c0, _backend_cpu(database) - pg0
+            n = writer.written_samples - before
+            print(
+                f"| {label} | {n:,} | {wall:.1f} s | {n / wall:,.0f} | {cpu:.1f} s"
+                f" ({1e6 * cpu / max(n, 1):.1f} µs/sample) | {pg:.1f} s"
+                f" ({1e6 * pg / max(n, 1):.1f} µs/sample) | {os.getloadavg()[0]:.1f} |",
+                flush=True,
+            )
+    finally:
+        await pool.close()
+
+
 async def fresh_database(admin_url: str) -> tuple[str, str]:
     name = f"vpsmon_bench_{os.getpid()}"
     conn = await asyncpg.connect(admin_url)
@@ -404,6 +471,13 @@ def main(argv: list[str]) -> int:
         metavar="DATABASE_URL",
         help="only time one server's queries, alternately, on databases kept with --keep",
     )
+    parser.add_argument(
+        "--writer",
+        action="store_true",
+        help="only the writer micro-benchmark: --servers servers (e.g. 1000) through"
+        " SampleWriter.flush, --rounds rounds (first creation, cached, cold cache)",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of --writer")
     args = parser.parse_args(argv)
     if args.compare:
         asyncio.run(compare(args.compare, args.hours))
@@ -420,7 +494,10 @@ def main(argv: list[str]) -> int:
         admin = embedded.url("postgres")
     name, url = asyncio.run(fresh_database(admin))
     try:
-        asyncio.run(run(url, args.servers, args.hours, args.timescaledb))
+        if args.writer:
+            asyncio.run(writer_rounds(url, name, args.servers, args.rounds))
+        else:
+            asyncio.run(run(url, args.servers, args.hours, args.timescaledb))
     finally:
         if args.keep:
             print(f"kept database {url}", file=sys.stderr)

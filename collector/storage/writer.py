@@ -16,6 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import repeat
 
 import asyncpg
 
@@ -34,6 +35,11 @@ BATCH_SAMPLES = 50_000
 
 # Series hashes one server's cache keeps at most (`_hashes_of`).
 HASH_CACHE_MAX = 20_000
+# Series ids the writer keeps by hash (a fleet of 1,000 servers has ~330,000): beyond this the
+# oldest quarter is forgotten and looked up again when needed (one SELECT per batch).
+SERIES_CACHE_MAX = 1_000_000
+# New series created per transaction, ahead of the samples that need them.
+SERIES_PER_TRANSACTION = 20_000
 
 # SQLSTATE classes that mean "the database refused this data" (data exception, integrity
 # constraint, program limit): retrying cannot help. Anything else (connection lost, shutdown,
@@ -72,12 +78,20 @@ class SampleWriter:
         *,
         max_pending: int = 100_000,
         spool: Spool | None = None,
+        series_cache_max: int = SERIES_CACHE_MAX,
     ) -> None:
         self._pool = pool
         self._job = job
         self._pending: deque[StoredScrape] = deque()
         self._max_pending = max_pending
         self._series_ids: dict[bytes, int] = {}
+        self._series_cache_max = series_cache_max
+        # server id -> (target labels, sample names, sample labels, series ids) of its last
+        # scrape: a scrape of the same shape takes its ids without hashing or lookups.
+        self._shapes: dict[int, tuple[Labels, tuple[str, ...], tuple[Labels, ...], list[int]]] = {}
+        # Scrapes whose write failed with the database away: the commit may have happened, so
+        # they are written again through the path that skips what is already stored.
+        self._unsure: set[int] = set()
         self._hash_cache: dict[int, tuple[Labels, dict[tuple[str, Labels], bytes]]] = {}
         self._spool = spool
         self._lock = asyncio.Lock()
@@ -221,7 +235,7 @@ class SampleWriter:
                 "INSERT INTO samples SELECT DISTINCT ON (series_id, ts) * FROM samples_stage"
                 " ON CONFLICT (series_id, ts) DO UPDATE SET value = EXCLUDED.value"
             )
-        self._series_ids.update(found)
+        self._remember(found)
         self.written_samples += len(records)
 
     async def _replay(self) -> bool:
@@ -232,7 +246,7 @@ class SampleWriter:
         for segment in segments:
             queue = deque(await asyncio.to_thread(spool.read, segment))
             count = len(queue)
-            if not await self._drain(queue):
+            if not await self._drain(queue, replay=True):
                 # Part of the segment may be in; replaying it again stores nothing twice.
                 return False
             spool.remove(segment)
@@ -244,6 +258,7 @@ class SampleWriter:
         assert self._spool is not None
         batch = list(self._pending)
         self._pending.clear()
+        self._unsure.clear()  # what the spool replays goes through the ON CONFLICT path
         refused = await asyncio.to_thread(self._spool.append, batch)
         self.spooled += len(batch) - refused
         if refused:
@@ -259,17 +274,18 @@ class SampleWriter:
         else:
             self._full_warned = False
 
-    async def _drain(self, queue: deque[StoredScrape]) -> bool:
+    async def _drain(self, queue: deque[StoredScrape], replay: bool = False) -> bool:
         while queue:
             batch = _take(queue)
             try:
-                await self._write(batch)
+                await self._write(batch, replay)
             except Exception as err:  # asyncpg also raises InternalClientError on a dying link
                 if _refused(err):
                     # Find the scrapes it refuses, one at a time; keep the rest.
-                    if not await self._write_each(queue, batch):
+                    if not await self._write_each(queue, batch, replay):
                         return False
                     continue
+                self._unsure.update(map(id, batch))
                 self.last_error = _first_line(err)
                 if not self._failing:
                     log.warning(
@@ -287,12 +303,15 @@ class SampleWriter:
                 self._failing = False
         return True
 
-    async def _write_each(self, queue: deque[StoredScrape], batch: list[StoredScrape]) -> bool:
+    async def _write_each(
+        self, queue: deque[StoredScrape], batch: list[StoredScrape], replay: bool
+    ) -> bool:
         for scrape in batch:
             try:
-                await self._write([scrape])
+                await self._write([scrape], replay)
             except Exception as err:
                 if not _refused(err):
+                    self._unsure.add(id(scrape))
                     return False
                 self.rejected += 1
                 log.error(
@@ -303,50 +322,136 @@ class SampleWriter:
             queue.popleft()
         return True
 
-    async def _write(self, batch: list[StoredScrape]) -> None:
-        rows: list[tuple[bytes, datetime, float]] = []
-        keys: list[tuple[bytes, int, str, Labels]] = []
-        known = self._series_ids
-        for scrape in batch:
-            ts = datetime.fromtimestamp(scrape.timestamp, UTC)
-            hashes = self._hashes_of(scrape.server_id, scrape.base)
-            for name, sample_labels, value in scrape.samples:
-                key = hashes.get((name, sample_labels))
-                if key is None:
-                    labels = merge_labels(sample_labels, scrape.base)
-                    key = hashes[(name, sample_labels)] = series_hash(name, labels)
-                    if key not in known:
-                        keys.append((key, scrape.server_id, name, labels))
-                elif key not in known:
-                    keys.append(
-                        (key, scrape.server_id, name, merge_labels(sample_labels, scrape.base))
+    async def _write(self, batch: list[StoredScrape], replay: bool = False) -> None:
+        """Store one batch in one transaction, its new series created ahead in their own.
+
+        A batch never tried before is COPied straight into ``samples``: none of it can be
+        stored yet. A replayed one (the spool), one whose earlier try may have committed (the
+        database went away mid-write), backfilled samples (they may overlap stored ones) and a
+        fresh batch that meets a stored sample after all (two targets with the same labels, a
+        series twice in one scrape) go through a stage and ``INSERT … ON CONFLICT DO
+        NOTHING``, which stores each sample once and counts the rest."""
+        missing: dict[bytes, tuple[bytes, int, str, Labels]] = {}
+        records = self._records_of(batch, missing)
+        if missing:
+            await self._create_series(list(missing.values()))
+            records = self._records_of(batch, {})
+        unsure = self._unsure
+        safe = replay or not all(s.status for s in batch)
+        if unsure and not safe:
+            safe = any(id(s) in unsure for s in batch)
+        async with self._pool.acquire() as conn:
+            if not safe:
+                try:
+                    async with conn.transaction():
+                        await conn.copy_records_to_table(
+                            "samples", records=records, columns=["series_id", "ts", "value"]
+                        )
+                        await self._update_servers(conn, batch)
+                except asyncpg.UniqueViolationError:
+                    safe = True
+                else:
+                    self.written_samples += len(records)
+            if safe:
+                async with conn.transaction():
+                    await conn.execute(
+                        "CREATE TEMP TABLE IF NOT EXISTS samples_stage (LIKE samples)"
+                        " ON COMMIT DELETE ROWS"
                     )
-                rows.append((key, ts, value))
-        found: dict[bytes, int] = {}
-        async with self._pool.acquire() as conn, conn.transaction():
-            if keys:
-                found = await self._resolve(conn, keys)
-            # New ids join the cache only after commit: a rolled-back series row is gone.
-            # (Looked up in both rather than merged: the cache holds every series of the fleet.)
-            # A key still unknown belongs to a server deleted while its scrape was queued.
-            records = _records(rows, known, found)
-            await conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS samples_stage (LIKE samples) ON COMMIT DELETE ROWS"
+                    await conn.copy_records_to_table(
+                        "samples_stage", records=records, columns=["series_id", "ts", "value"]
+                    )
+                    # ON CONFLICT: a batch retried after a lost commit acknowledgement is
+                    # stored once.
+                    status = await conn.execute(
+                        "INSERT INTO samples SELECT * FROM samples_stage ON CONFLICT DO NOTHING"
+                    )
+                    await self._update_servers(conn, batch)
+                inserted = _inserted(status, len(records))
+                self.written_samples += inserted
+                # Samples of a series at a time it already had: a replayed batch, or two
+                # targets with the same labels (then one target's samples silently lose; the
+                # count shows it).
+                self.duplicates += len(records) - inserted
+        if unsure:
+            unsure.difference_update(map(id, batch))
+
+    def _records_of(
+        self, batch: list[StoredScrape], missing: dict[bytes, tuple[bytes, int, str, Labels]]
+    ) -> list[tuple[int, datetime, float]]:
+        """The batch's rows (series id, time, value). Series the writer does not know yet go
+        into ``missing`` and their samples are left out; so are those of a deleted server."""
+        records: list[tuple[int, datetime, float]] = []
+        shapes = self._shapes
+        for scrape in batch:
+            if not scrape.samples:
+                continue
+            names, labels, values = zip(*scrape.samples, strict=True)
+            shape = shapes.get(scrape.server_id)
+            if (
+                shape is not None
+                and shape[1] == names
+                and shape[2] == labels
+                and shape[0] == scrape.base
+            ):
+                ids = shape[3]
+            else:
+                found = self._ids_of(scrape, names, labels, missing)
+                if None in found:
+                    ts = datetime.fromtimestamp(scrape.timestamp, UTC)
+                    records.extend(
+                        (i, ts, v) for i, v in zip(found, values, strict=True) if i is not None
+                    )
+                    continue
+                ids = found  # type: ignore[assignment]
+                shapes[scrape.server_id] = (scrape.base, names, labels, ids)
+            records.extend(
+                zip(
+                    ids, repeat(datetime.fromtimestamp(scrape.timestamp, UTC)), values, strict=False
+                )
             )
-            await conn.copy_records_to_table(
-                "samples_stage", records=records, columns=["series_id", "ts", "value"]
-            )
-            # ON CONFLICT: a batch retried after a lost commit acknowledgement is stored once.
-            status = await conn.execute(
-                "INSERT INTO samples SELECT * FROM samples_stage ON CONFLICT DO NOTHING"
-            )
-            await self._update_servers(conn, batch)
-        self._series_ids.update(found)
-        inserted = _inserted(status, len(records))
-        self.written_samples += inserted
-        # Samples of a series at a time it already had: a replayed batch, or two targets with
-        # the same labels (then one target's samples silently lose; the count shows it).
-        self.duplicates += len(records) - inserted
+        return records
+
+    def _ids_of(
+        self,
+        scrape: StoredScrape,
+        names: tuple[str, ...],
+        labels: tuple[Labels, ...],
+        missing: dict[bytes, tuple[bytes, int, str, Labels]],
+    ) -> list[int | None]:
+        hashes = self._hashes_of(scrape.server_id, scrape.base)
+        known = self._series_ids
+        ids: list[int | None] = []
+        for name, sample_labels in zip(names, labels, strict=True):
+            key = hashes.get((name, sample_labels))
+            if key is None:
+                merged = merge_labels(sample_labels, scrape.base)
+                key = hashes[(name, sample_labels)] = series_hash(name, merged)
+            i = known.get(key)
+            if i is None and key not in missing:
+                merged = merge_labels(sample_labels, scrape.base)
+                missing[key] = (key, scrape.server_id, name, merged)
+            ids.append(i)
+        return ids
+
+    async def _create_series(self, keys: list[tuple[bytes, int, str, Labels]]) -> None:
+        """Look up or create ``keys``' series, committed ahead of the samples that need them
+        and in transactions of at most `SERIES_PER_TRANSACTION` rows, so that a fleet's first
+        scrapes do not make one huge transaction; the ids join the cache after each commit."""
+        keys.sort()
+        for i in range(0, len(keys), SERIES_PER_TRANSACTION):
+            async with self._pool.acquire() as conn, conn.transaction():
+                found = await self._resolve(conn, keys[i : i + SERIES_PER_TRANSACTION])
+            self._remember(found)
+
+    def _remember(self, found: dict[bytes, int]) -> None:
+        ids = self._series_ids
+        ids.update(found)
+        if len(ids) > self._series_cache_max:
+            # Forget the oldest quarter (dicts keep insertion order); the shapes keep the ids
+            # every server's scrapes need, and a forgotten one is looked up again.
+            for key in list(itertools.islice(ids, len(ids) - self._series_cache_max * 3 // 4)):
+                del ids[key]
 
     def _hashes_of(self, server_id: int, base: Labels) -> dict[tuple[str, Labels], bytes]:
         """The server's (name, scraped labels) → series hash cache: merging the target's
@@ -397,14 +502,18 @@ class SampleWriter:
         for scrape in batch:
             if scrape.status:  # backfilled samples and end markers say nothing of the target now
                 latest[scrape.server_id] = scrape
-        await conn.executemany(
-            "UPDATE servers SET last_error = $2,"
-            " last_seen_at = CASE WHEN $2::text IS NULL THEN $3 ELSE last_seen_at END"
-            " WHERE id = $1",
-            [
-                (sid, _text(r.error), datetime.fromtimestamp(r.timestamp, UTC))
-                for sid, r in latest.items()
-            ],
+        if not latest:
+            return
+        # One statement for the batch (ids sorted: rows locked in one order by every writer).
+        ordered = sorted(latest.items())
+        await conn.execute(
+            "UPDATE servers SET last_error = u.e,"
+            " last_seen_at = CASE WHEN u.e IS NULL THEN u.t ELSE servers.last_seen_at END"
+            " FROM unnest($1::int[], $2::text[], $3::timestamptz[]) AS u(i, e, t)"
+            " WHERE servers.id = u.i",
+            [sid for sid, _ in ordered],
+            [_text(r.error) for _, r in ordered],
+            [datetime.fromtimestamp(r.timestamp, UTC) for _, r in ordered],
         )
 
 

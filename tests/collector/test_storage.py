@@ -315,13 +315,14 @@ async def test_a_flush_while_the_database_is_away_keeps_the_batch_for_later(
     assert last_seen == datetime.fromtimestamp(T0 + 45, UTC)
 
 
-async def test_a_transaction_that_fails_after_new_series_leaves_no_dangling_series_ids(
+async def test_a_samples_transaction_that_fails_after_new_series_leaves_no_dangling_ids(
     pool: asyncpg.Pool, database_url: str
 ) -> None:
-    """The series rows of a rolled-back flush must be created again by the retry."""
+    """New series are committed ahead of their samples; a samples transaction that fails
+    after them stores nothing, and the retry stores every sample once against those ids."""
     target = await add_server(pool)
-    # The writer's own pool gives up quickly on a row lock, so the flush fails after it has
-    # already inserted the new series (the servers UPDATE comes last in the transaction).
+    # The writer's own pool gives up quickly on a row lock, so the samples transaction fails
+    # after the new series were created (the servers UPDATE comes last in the transaction).
     writer_pool = await asyncpg.create_pool(
         database_url, min_size=1, max_size=2, server_settings={"lock_timeout": "200ms"}
     )
@@ -339,7 +340,8 @@ async def test_a_transaction_that_fails_after_new_series_leaves_no_dangling_seri
             assert writer.pending == 1
         finally:
             await tx.rollback()
-        assert await pool.fetchval("SELECT count(*) FROM series") == 0
+        assert await pool.fetchval("SELECT count(*) FROM series") == 5
+        assert await pool.fetchval("SELECT count(*) FROM samples") == 0
 
         assert await writer.flush() is True
         assert await pool.fetchval("SELECT count(*) FROM series") == 5
