@@ -236,6 +236,7 @@ class SampleWriter:
                 " ON CONFLICT (series_id, ts) DO UPDATE SET value = EXCLUDED.value"
             )
         self._remember(found)
+        self._trim()
         self.written_samples += len(records)
 
     async def _replay(self) -> bool:
@@ -332,10 +333,11 @@ class SampleWriter:
         series twice in one scrape) go through a stage and ``INSERT … ON CONFLICT DO
         NOTHING``, which stores each sample once and counts the rest."""
         missing: dict[bytes, tuple[bytes, int, str, Labels]] = {}
-        records = self._records_of(batch, missing)
+        records = self._records_of(batch, missing, {})
         if missing:
-            await self._create_series(list(missing.values()))
-            records = self._records_of(batch, {})
+            created = await self._create_series(list(missing.values()))
+            records = self._records_of(batch, {}, created)
+            self._trim()
         unsure = self._unsure
         safe = replay or not all(s.status for s in batch)
         if unsure and not safe:
@@ -377,10 +379,14 @@ class SampleWriter:
             unsure.difference_update(map(id, batch))
 
     def _records_of(
-        self, batch: list[StoredScrape], missing: dict[bytes, tuple[bytes, int, str, Labels]]
+        self,
+        batch: list[StoredScrape],
+        missing: dict[bytes, tuple[bytes, int, str, Labels]],
+        created: dict[bytes, int],
     ) -> list[tuple[int, datetime, float]]:
-        """The batch's rows (series id, time, value). Series the writer does not know yet go
-        into ``missing`` and their samples are left out; so are those of a deleted server."""
+        """The batch's rows (series id, time, value). Series the writer does not know (in
+        its cache or ``created``) go into ``missing`` and their samples are left out; so are
+        those of a deleted server."""
         records: list[tuple[int, datetime, float]] = []
         shapes = self._shapes
         for scrape in batch:
@@ -396,7 +402,7 @@ class SampleWriter:
             ):
                 ids = shape[3]
             else:
-                found = self._ids_of(scrape, names, labels, missing)
+                found = self._ids_of(scrape, names, labels, missing, created)
                 if None in found:
                     ts = datetime.fromtimestamp(scrape.timestamp, UTC)
                     records.extend(
@@ -418,6 +424,7 @@ class SampleWriter:
         names: tuple[str, ...],
         labels: tuple[Labels, ...],
         missing: dict[bytes, tuple[bytes, int, str, Labels]],
+        created: dict[bytes, int],
     ) -> list[int | None]:
         hashes = self._hashes_of(scrape.server_id, scrape.base)
         known = self._series_ids
@@ -428,25 +435,33 @@ class SampleWriter:
                 merged = merge_labels(sample_labels, scrape.base)
                 key = hashes[(name, sample_labels)] = series_hash(name, merged)
             i = known.get(key)
+            if i is None:
+                i = created.get(key)
             if i is None and key not in missing:
                 merged = merge_labels(sample_labels, scrape.base)
                 missing[key] = (key, scrape.server_id, name, merged)
             ids.append(i)
         return ids
 
-    async def _create_series(self, keys: list[tuple[bytes, int, str, Labels]]) -> None:
+    async def _create_series(self, keys: list[tuple[bytes, int, str, Labels]]) -> dict[bytes, int]:
         """Look up or create ``keys``' series, committed ahead of the samples that need them
         and in transactions of at most `SERIES_PER_TRANSACTION` rows, so that a fleet's first
         scrapes do not make one huge transaction; the ids join the cache after each commit."""
         keys.sort()
+        created: dict[bytes, int] = {}
         for i in range(0, len(keys), SERIES_PER_TRANSACTION):
             async with self._pool.acquire() as conn, conn.transaction():
                 found = await self._resolve(conn, keys[i : i + SERIES_PER_TRANSACTION])
             self._remember(found)
+            created.update(found)
+        return created
 
     def _remember(self, found: dict[bytes, int]) -> None:
+        self._series_ids.update(found)
+
+    def _trim(self) -> None:
+        """Bound the id cache; called once a batch's rows are built from it."""
         ids = self._series_ids
-        ids.update(found)
         if len(ids) > self._series_cache_max:
             # Forget the oldest quarter (dicts keep insertion order); the shapes keep the ids
             # every server's scrapes need, and a forgotten one is looked up again.

@@ -395,3 +395,29 @@ async def test_a_scrape_the_database_refuses_is_dropped_alone_and_the_rest_is_st
     assert writer.rejected == 1
     times = [r["ts"] for r in await pool.fetch("SELECT DISTINCT ts FROM samples ORDER BY ts")]
     assert times == [datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 30, UTC)]
+
+
+async def test_a_bounded_series_cache_forgets_ids_and_finds_them_again(pool: asyncpg.Pool) -> None:
+    """The id cache keeps at most series_cache_max series; a forgotten one is read back, not
+    created again, and its samples still go to the series they belong to."""
+    targets = [
+        await add_server(pool, f"web-{i}", f"http://10.0.0.{i}:9190/metrics") for i in range(4)
+    ]
+    writer = SampleWriter(pool, "node", series_cache_max=8)
+    for ts in (T0, T0 + 15):
+        for target in targets:
+            result = good_result(target, ts)
+            if ts > T0:  # another shape: ids from the id cache, not the server's last scrape
+                result.samples.append(Sample("node_load5", (), 0.25))
+            await writer.append(result)
+        assert await writer.flush()
+    assert len(writer._series_ids) <= 8
+    assert await pool.fetchval("SELECT count(*) FROM series") == 4 * 6
+    assert await pool.fetchval("SELECT last_value FROM series_id_seq") == 4 * 6
+    assert await pool.fetchval("SELECT count(*) FROM samples") == 4 * (5 + 6)
+    per_series = await pool.fetch(
+        "SELECT s.metric, s.labels->>'instance' AS instance, count(*) AS n"
+        " FROM samples x JOIN series s ON s.id = x.series_id GROUP BY 1, 2"
+    )
+    assert sorted(r["n"] for r in per_series) == [1] * 4 + [2] * 20
+    assert writer.duplicates == 0
