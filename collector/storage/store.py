@@ -351,7 +351,10 @@ async def _add_rollups(
             col = columns.get(r["series_id"])
             if col is None:
                 col = columns[r["series_id"]] = _Columns((k - 1) * width)
-            col.t.extend([first + g * step for g in range(n // k)])
+            if first.is_integer() and step.is_integer():  # always, with round steps
+                col.t.extend(map(float, range(int(first), int(last), int(step))))
+            else:
+                col.t.extend([first + g * step for g in range(n // k)])
             if k == 1:
                 for into, values in (
                     (col.mn, mins),
