@@ -284,12 +284,28 @@ async def compact_block(conn: asyncpg.Connection, block: float) -> list[int]:
             await conn.execute(f"DROP TABLE {name}")
         await conn.execute("DELETE FROM samples_default WHERE ts >= $1 AND ts < $2", start, end)
         redone = await _redo_next_rollup(conn, block + HOUR, changed) if changed else []
+        await _advance_mark(conn, block + HOUR)
         daily = await get_mark(conn, "daily_until")
         for day, which in ((_floor(block, DAY), ids), (_floor(block + HOUR, DAY), redone)):
             if which and daily is not None and day < daily:
                 # A late row in a day already rolled up by the hour: redo that day's rows.
                 await conn.execute(UPSERT_ROLLUP_1H, _dt(day), _dt(day + DAY), which)
     return ids
+
+
+async def _advance_mark(conn: asyncpg.Connection, until: float) -> None:
+    """Move `compacted_until` to ``until`` when no raw row is left before it.
+
+    In the same transaction as the compaction: charts read an hour from rollup_1m when it is
+    before the mark and from raw rows otherwise, so an hour whose raw rows were dropped but
+    whose mark was set only at the end of the step vanished from charts in between.
+    """
+    mark = await get_mark(conn, "compacted_until")
+    if mark is not None and mark >= until:
+        return
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM samples WHERE ts < $1)", _dt(until)):
+        return
+    await set_mark(conn, "compacted_until", until)
 
 
 async def _last_values(
@@ -350,12 +366,11 @@ async def _maintain(
     report.deleted_rows += await _expire(conn, now, retention)
     report.created = await ensure_partitions(conn, now)
     horizon = _floor(now - GRACE, HOUR)
-    for block, _name in sorted((await partitions(conn)).items()):
-        if block + HOUR <= horizon:
-            await compact_block(conn, block)
-            report.compacted.append(block)
+    # Late rows first, so that compacting the closed partitions after them can move the
+    # watermark hour by hour (compact_block): charts read raw rows only after it.
+    # date_trunc with 'UTC': in the session's time zone a +05:30 offset cuts hours at :30.
     late = await conn.fetch(
-        "SELECT DISTINCT date_trunc('hour', ts) AS block FROM samples_default"
+        "SELECT DISTINCT date_trunc('hour', ts, 'UTC') AS block FROM samples_default"
         " WHERE ts < $1 ORDER BY 1 LIMIT $2",
         _dt(horizon),
         LATE_BLOCKS_PER_STEP + 1,
@@ -363,6 +378,10 @@ async def _maintain(
     for row in late[:LATE_BLOCKS_PER_STEP]:
         await compact_block(conn, row["block"].timestamp())
         report.late_merged.append(row["block"].timestamp())
+    for block, _name in sorted((await partitions(conn)).items()):
+        if block + HOUR <= horizon:
+            await compact_block(conn, block)
+            report.compacted.append(block)
     if len(late) > LATE_BLOCKS_PER_STEP:
         return  # more late hours than one step takes: the watermark waits for them
     compacted = await get_mark(conn, "compacted_until")
@@ -392,13 +411,15 @@ async def roll_up_days(
 
 async def _expire(conn: asyncpg.Connection, now: float, retention: Retention) -> int:
     deleted = 0
-    for query, keep in (
-        ("DELETE FROM samples_default WHERE ts < $1", retention.raw),
-        ("DELETE FROM sample_chunks WHERE block_start < $1", retention.raw),
-        ("DELETE FROM rollup_1m WHERE block_start < $1", retention.rollup_1m),
-        ("DELETE FROM rollup_1h WHERE day < $1", retention.rollup_1h),
+    for query, keep, unit in (
+        ("DELETE FROM samples_default WHERE ts < $1", retention.raw, HOUR),
+        ("DELETE FROM sample_chunks WHERE block_start < $1", retention.raw, HOUR),
+        ("DELETE FROM rollup_1m WHERE block_start < $1", retention.rollup_1m, HOUR),
+        # A day's row holds 24 hours: it goes when its last hour is past retention, not its
+        # first (which dropped up to 23 hours that were still to be kept).
+        ("DELETE FROM rollup_1h WHERE day < $1", retention.rollup_1h, DAY),
     ):
-        status = await conn.execute(query, _dt(_floor(now - keep, HOUR)))
+        status = await conn.execute(query, _dt(_floor(_floor(now - keep, HOUR), unit)))
         deleted += int(status.split()[-1])
     for block, name in (await partitions(conn)).items():
         if block + HOUR <= now - retention.raw:

@@ -398,6 +398,8 @@ async def expire(
         )
         report.dropped_chunks.extend(r["c"] for r in dropped)
         if column is not None:
+            # A day's rollup_1h row goes when its last hour is past retention (maintenance.py).
+            cut = _dt(_floor(_floor(now - keep, HOUR), DAY)) if column == "day" else cut
             status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", cut)  # noqa: S608
             deleted += int(status.split()[-1])
     return deleted

@@ -13,8 +13,10 @@ from tests.collector.test_sample_store import DAY0, HOUR, add_target, name_is
 from vpsmon.collector.scrape.loop import ScrapeResult
 from vpsmon.collector.scrape.parse import Sample
 from vpsmon.collector.scrape.target import Target
+from vpsmon.collector.storage import maintenance
 from vpsmon.collector.storage.chart import ChartReader
-from vpsmon.collector.storage.maintenance import maintain
+from vpsmon.collector.storage.maintenance import Retention, maintain
+from vpsmon.collector.storage.migrate import migrate
 from vpsmon.collector.storage.reader import StorageReader
 from vpsmon.collector.storage.writer import SampleWriter
 
@@ -145,3 +147,67 @@ async def test_a_replayed_scrape_into_a_compacted_hour_is_stored_once(pool: asyn
     got = await StorageReader(pool).select(name_is(COUNTER), DAY0, DAY0 + HOUR)
     assert got[0].timestamps == times
     assert await rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 59)
+
+
+async def test_an_hour_compacted_mid_step_stays_on_charts_before_the_step_ends(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_target(pool)
+    async with pool.acquire() as conn:
+        await maintenance.ensure_partitions(conn, DAY0)
+    times = [DAY0 + 60 * i for i in range(60)]
+    await write(pool, counter_scrapes(target, times))
+    # What a maintenance step does first; the rest of the step (late rows, days) may take a
+    # while, and charts read between the two must still find the hour somewhere.
+    async with pool.acquire() as conn:
+        await maintenance.compact_block(conn, DAY0)
+    end = DAY0 + HOUR
+    chart = await ChartReader(StorageReader(pool)).chart(
+        name_is(COUNTER), DAY0, end, points=60, now=end + 700
+    )
+    assert chart.resolution == "1m"
+    assert len(chart.series[0].buckets.timestamps) == 60
+
+
+async def test_late_rows_find_their_utc_hour_whatever_the_sessions_time_zone(
+    database_url: str,
+) -> None:
+    # India is UTC+05:30: date_trunc('hour', ts) in that zone cuts hours at half past (UTC).
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=2, server_settings={"timezone": "Asia/Kolkata"}
+    )
+    assert pool is not None
+    try:
+        await migrate(pool)
+        target = await add_target(pool)
+        times = [DAY0 + 60 * i for i in range(60)]
+        await write(pool, counter_scrapes(target, times))  # no partition: the default one
+        report = await maintain(pool, DAY0 + HOUR + 700)
+        assert report.late_merged == [DAY0]
+        starts = await pool.fetch("SELECT DISTINCT block_start FROM sample_chunks")
+        assert [r["block_start"] for r in starts] == [at(DAY0)]
+        got = await StorageReader(pool).select(name_is(COUNTER), DAY0, DAY0 + HOUR)
+        assert got[0].timestamps == times
+    finally:
+        await pool.close()
+
+
+async def test_hourly_rollups_of_a_day_are_kept_until_the_whole_day_is_past_retention(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_target(pool)
+    await write(pool, counter_scrapes(target, [DAY0 + 600 * i for i in range(144)]))
+    retention = Retention(raw=DAY, rollup_1m=DAY, rollup_1h=2 * DAY)
+    report = await maintain(pool, DAY0 + DAY + 700, retention)
+    assert report.days == [DAY0]
+    # Half of the day is within the hourly rollups' retention: those hours stay.
+    now = DAY0 + 2 * DAY + 12 * HOUR
+    await maintain(pool, now, retention)
+    assert await pool.fetchval("SELECT count(DISTINCT day) FROM rollup_1h") == 1
+    chart = await ChartReader(StorageReader(pool), retention).chart(
+        name_is(COUNTER), DAY0 + 12 * HOUR, DAY0 + DAY, points=12, now=now
+    )
+    assert chart.resolution == "1h"
+    assert len(chart.series[0].buckets.timestamps) == 12
+    await maintain(pool, DAY0 + 3 * DAY, retention)
+    assert await pool.fetchval("SELECT count(*) FROM rollup_1h") == 0

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from tests.collector import test_compaction_edges as edges
 from tests.collector.test_sample_store import (
     DAY0,
     HOUR,
@@ -389,3 +390,37 @@ async def test_a_rule_output_rewritten_into_a_compressed_hour_keeps_the_later_va
     assert report.late_merged == [DAY0]
     sums = "SELECT sum(s) FROM rollup_1m, unnest(sums) s WHERE block_start = $1"
     assert await pool.fetchval(sums, datetime_of(DAY0)) == 90.0
+
+
+async def test_a_late_row_at_the_end_of_a_day_is_counted_once_in_both_days_rollups(
+    ts_pool: asyncpg.Pool,
+) -> None:
+    # The plain layout's case (test_compaction_edges.py): the next hour's first increase is
+    # rebuilt from the late row, in the next day's hourly rollup too.
+    pool = ts_pool
+    target = await add_target(pool)
+    first = DAY0 + 23 * HOUR
+    times = [first + 60 * i for i in range(120)]
+    await edges.write(pool, edges.counter_scrapes(target, times[:59] + times[60:]))
+    report = await maintain(pool, DAY0 + 2 * 86400 + 700)
+    assert report.days == [DAY0, DAY0 + 86400]
+    await edges.write(pool, edges.counter_scrapes(target, [times[59]]))
+    report = await maintain(pool, DAY0 + 2 * 86400 + 800)
+    assert report.late_merged == [first]
+    assert await edges.rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 119)
+    assert await edges.rollup_increase(pool, "rollup_1h") == pytest.approx(10 * 119)
+
+
+async def test_hourly_rollups_of_a_day_stay_until_the_whole_day_is_past_retention(
+    ts_pool: asyncpg.Pool,
+) -> None:
+    pool = ts_pool
+    target = await add_target(pool)
+    await edges.write(pool, edges.counter_scrapes(target, [DAY0 + 600 * i for i in range(144)]))
+    retention = Retention(raw=86400, rollup_1m=86400, rollup_1h=2 * 86400)
+    report = await maintain(pool, DAY0 + 86400 + 700, retention)
+    assert report.days == [DAY0]
+    await maintain(pool, DAY0 + 2 * 86400 + 12 * HOUR, retention)
+    assert await pool.fetchval("SELECT count(DISTINCT day) FROM rollup_1h") == 1
+    await maintain(pool, DAY0 + 3 * 86400, retention)
+    assert await pool.fetchval("SELECT count(DISTINCT day) FROM rollup_1h") == 0
