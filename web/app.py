@@ -26,6 +26,7 @@ from vpsmon.collector.servers import list_servers
 from vpsmon.collector.storage.chart import ChartReader
 from vpsmon.collector.storage.maintenance import Retention
 from vpsmon.collector.storage.reader import StorageReader
+from vpsmon.collector.storage.store import RollupCache
 from vpsmon.collector.traffic import TrafficAccountant
 from vpsmon.web import (
     access,
@@ -73,7 +74,7 @@ def create_app(
     app[POOL] = pool
     app[HEAD] = head
     app[SAMPLES] = StorageReader(pool, recent=head.recent)
-    app[CHARTS] = ChartReader(app[SAMPLES], Retention.of(config))
+    app[CHARTS] = ChartReader(app[SAMPLES], Retention.of(config), RollupCache())
     app[LIMITER] = auth.LoginLimiter()
     # The collector's identity (identity/ in the data dir) is made on the first call to an
     # exporter, not here: building an app must not write files.

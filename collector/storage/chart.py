@@ -17,7 +17,7 @@ from vpsmon.collector.storage import store
 from vpsmon.collector.storage.maintenance import Retention
 from vpsmon.collector.storage.query import Matcher
 from vpsmon.collector.storage.reader import StorageReader
-from vpsmon.collector.storage.store import FIGURES, Buckets, Figure, Resolution
+from vpsmon.collector.storage.store import FIGURES, Buckets, Figure, Resolution, RollupCache
 
 # Round steps, in seconds: a chart's buckets align to the clock (…:00, …:15, midnight UTC).
 NICE_STEPS = (
@@ -74,6 +74,8 @@ class Chart:
 class ChartReader:
     reader: StorageReader
     retention: Retention = field(default_factory=Retention)
+    # Whole rollup rows of closed hours, folded (the web app's reader keeps one).
+    cache: RollupCache | None = None
 
     async def chart(
         self,
@@ -118,7 +120,7 @@ class ChartReader:
         if ids and db_end >= start:
             async with self.reader.pool.acquire() as conn:
                 found = await store.fetch_buckets(
-                    conn, ids, start, db_end, step, resolution, wanted
+                    conn, ids, start, db_end, step, resolution, wanted, self.cache
                 )
         chart = Chart(start, end, step, resolution)
         for ref in refs:

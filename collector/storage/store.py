@@ -10,6 +10,7 @@ import bisect
 import itertools
 import math
 import operator
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -212,7 +213,8 @@ _ROLLUPS = {
     "1m": (
         """
 SELECT series_id, extract(epoch FROM block_start)::float8 AS base,
-       slots, CASE WHEN series_id = ANY($4::bigint[]) THEN mins END AS mins,
+       xmin::text::bigint AS version, slots,
+       CASE WHEN series_id = ANY($4::bigint[]) THEN mins END AS mins,
        CASE WHEN series_id = ANY($5::bigint[]) THEN maxs END AS maxs,
        CASE WHEN series_id = ANY($6::bigint[]) THEN sums END AS sums,
        CASE WHEN series_id = ANY($7::bigint[]) THEN counts END AS counts,
@@ -227,7 +229,8 @@ WHERE series_id = ANY($1::bigint[])
     "1h": (
         """
 SELECT series_id, extract(epoch FROM day)::float8 AS base,
-       slots, CASE WHEN series_id = ANY($4::bigint[]) THEN mins END AS mins,
+       xmin::text::bigint AS version, slots,
+       CASE WHEN series_id = ANY($4::bigint[]) THEN mins END AS mins,
        CASE WHEN series_id = ANY($5::bigint[]) THEN maxs END AS maxs,
        CASE WHEN series_id = ANY($6::bigint[]) THEN sums END AS sums,
        CASE WHEN series_id = ANY($7::bigint[]) THEN counts END AS counts,
@@ -239,6 +242,31 @@ WHERE series_id = ANY($1::bigint[])
 """,
         3600.0,
     ),
+}
+
+# A rollup query narrowed to the rows not in the cache ($10: series ids, $11: their bases).
+_THESE_ROWS = {
+    "1m": " AND (series_id, extract(epoch FROM block_start)::float8)"
+    " IN (SELECT * FROM unnest($10::bigint[], $11::float8[]))",
+    "1h": " AND (series_id, extract(epoch FROM day)::float8)"
+    " IN (SELECT * FROM unnest($10::bigint[], $11::float8[]))",
+}
+# The rows of a range with their versions (xmin changes when a row is rewritten).
+_VERSIONS = {
+    "1m": """
+SELECT series_id, extract(epoch FROM block_start)::float8 AS base, xmin::text::bigint AS version
+FROM rollup_1m
+WHERE series_id = ANY($1::bigint[])
+  AND block_start > to_timestamp($2::float8 - 3600) AND block_start < to_timestamp($3::float8)
+ORDER BY series_id, base
+""",
+    "1h": """
+SELECT series_id, extract(epoch FROM day)::float8 AS base, xmin::text::bigint AS version
+FROM rollup_1h
+WHERE series_id = ANY($1::bigint[])
+  AND day > to_timestamp($2::float8 - 86400) AND day < to_timestamp($3::float8)
+ORDER BY series_id, base
+""",
 }
 
 # Per bucket: [min, max, sum, count, time of last, last, increase]
@@ -292,7 +320,9 @@ def _groups(values: Sequence[float], k: int) -> Iterator[tuple[float, ...]]:
     return zip(*[iter(values)] * k, strict=False)
 
 
-def _rollup_args(ids: list[int], figures: Mapping[int, frozenset[Figure]] | None) -> list[object]:
+def _rollup_args(
+    ids: list[int], figures: Mapping[int, frozenset[Figure]] | None
+) -> list[list[int]]:
     """$4…$9 of a rollup query: per array, the ids whose figures need it."""
     if figures is None:
         return [ids] * len(_ARRAY_NAMES)
@@ -302,6 +332,78 @@ def _rollup_args(ids: list[int], figures: Mapping[int, frozenset[Figure]] | None
         for name in names:
             wanted[name].append(series_id)
     return [wanted[name] for name in _ARRAY_NAMES]
+
+
+@dataclass
+class RollupCache:
+    """Whole rollup rows of closed hours folded for a step, kept by row version.
+
+    A rollup row changes only when maintenance rewrites it (late rows merged into its hour,
+    the next hour rebuilt after them); PostgreSQL gives the rewritten row a new ``xmin``,
+    which is part of what a reader checks before using an entry, so a rewritten row is read
+    again. Entries are folded arrays (``array('d')``, which the garbage collector does not
+    walk), the oldest dropped past ``capacity``: a day of one server's history is ~1,100
+    entries of ~1 KiB.
+    """
+
+    capacity: int = 10_000
+    hits: int = 0
+    misses: int = 0
+    _entries: dict[tuple[object, ...], _CachedRow] = field(default_factory=dict)
+
+    def get(self, key: tuple[object, ...], version: int, lo: float, hi: float) -> _CachedRow | None:
+        entry = self._entries.get(key)
+        if entry is None or entry.version != version or entry.first < lo or entry.last > hi:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry
+
+    def put(self, key: tuple[object, ...], entry: _CachedRow) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = entry
+        while len(self._entries) > self.capacity:
+            del self._entries[next(iter(self._entries))]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedRow:
+    version: int  # the row's xmin
+    first: float  # its first entry's time
+    last: float  # the end of its last entry
+    folded: tuple[array[float] | None, ...]  # in the order of _ARRAY_NAMES
+
+
+def _fold_whole(r: asyncpg.Record, k: int) -> list[Sequence[float] | None]:
+    """A whole row's arrays folded k entries to a bucket (None: not asked for)."""
+    mins, maxs, sums, counts, lasts, incs = (r[name] for name in _ARRAY_NAMES)
+    if k == 1:
+        return [mins, maxs, sums, counts, lasts, incs]
+    return [
+        None if mins is None else list(map(min, _groups(mins, k))),
+        None if maxs is None else list(map(max, _groups(maxs, k))),
+        None if sums is None else list(map(math.fsum, _groups(sums, k))),
+        None if counts is None else list(map(sum, _groups(counts, k))),
+        None if lasts is None else lasts[k - 1 :: k],
+        None if incs is None else list(map(math.fsum, _groups(incs, k))),
+    ]
+
+
+def _extend(
+    col: _Columns, first: float, last: float, step: float, folded: Sequence[Sequence[float] | None]
+) -> None:
+    if first.is_integer() and step.is_integer():  # always, with round steps
+        col.t.extend(map(float, range(int(first), int(last), int(step))))
+    else:
+        col.t.extend([first + g * step for g in range(round((last - first) / step))])
+    for into, values in zip(
+        (col.mn, col.mx, col.sm, col.cnt, col.lst, col.inc), folded, strict=True
+    ):
+        if values is not None:
+            into.extend(values)
 
 
 async def _add_rollups(
@@ -314,12 +416,14 @@ async def _add_rollups(
     lo: float,
     hi: float,
     step: float,
+    cache: RollupCache | None = None,
 ) -> None:
     """Fold rollup entries with times in ``[lo, hi)`` into buckets of ``step``.
 
     A row of contiguous entries whose buckets it holds whole is folded with C-level slices
     (``map(min, zip(*[iter(x)] * k))``) into `columns`; any other row entry by entry into
-    `found`. A day of one server's dashboard is ~44 × 25 rows of 60 minutes.
+    `found`. A day of one server's dashboard is ~44 × 25 rows of 60 minutes. With a `cache`,
+    the rows' versions are listed first and only rows not folded before are read.
     """
     if lo >= hi:
         return
@@ -329,15 +433,43 @@ async def _add_rollups(
     aligned = k_float.is_integer() and period % step == 0
     k = int(k_float)
     args = _rollup_args(ids, figures)
-    for r in await conn.fetch(query + " ORDER BY series_id, base", ids, lo, hi, *args):
-        base: float = r["base"]
+    hits: dict[tuple[int, float], _CachedRow] = {}
+    asks: dict[int, tuple[bool, ...]] = {}
+    if cache is None or not aligned:
+        rows = await conn.fetch(query + " ORDER BY series_id, base", ids, lo, hi, *args)
+        listing: list[tuple[int, float, int]] = [
+            (r["series_id"], r["base"], r["version"]) for r in rows
+        ]
+        fetched = {(r["series_id"], r["base"]): r for r in rows}
+    else:
+        listing = [tuple(r) for r in await conn.fetch(_VERSIONS[resolution], ids, lo, hi)]
+        # Which arrays a series asked for is part of its entries' keys.
+        wants = [set(a) for a in args]
+        asks = {sid: tuple(sid in w for w in wants) for sid in ids}
+        missing: list[tuple[int, float]] = []
+        for sid, base, version in listing:
+            entry = cache.get((resolution, sid, base, step, asks[sid]), version, lo, hi)
+            if entry is None:
+                missing.append((sid, base))
+            else:
+                hits[(sid, base)] = entry
+        fetched = {}
+        if missing:
+            sids, bases = [m[0] for m in missing], [m[1] for m in missing]
+            more = _THESE_ROWS[resolution]
+            for r in await conn.fetch(query + more, ids, lo, hi, *args, sids, bases):
+                fetched[(r["series_id"], r["base"])] = r
+    for series_id, base, _version in listing:
+        r = fetched.get((series_id, base))
+        if r is None:  # folded before (or deleted since the listing)
+            hit = hits.get((series_id, base))
+            if hit is not None:
+                col = columns.get(series_id)
+                if col is None:
+                    col = columns[series_id] = _Columns((k - 1) * width)
+                _extend(col, hit.first, hit.last, step, hit.folded)
+            continue
         slots: list[int] = r["slots"]
-        mins: list[float] | None = r["mins"]
-        maxs: list[float] | None = r["maxs"]
-        sums: list[float] | None = r["sums"]
-        counts: list[int] | None = r["counts"]
-        lasts: list[float] | None = r["lasts"]
-        incs: list[float] | None = r["incs"]
         n = len(slots)
         first, last = base + slots[0] * width, base + (slots[-1] + 1) * width
         if (
@@ -348,43 +480,22 @@ async def _add_rollups(
             and first >= lo
             and last <= hi
         ):
-            col = columns.get(r["series_id"])
+            col = columns.get(series_id)
             if col is None:
-                col = columns[r["series_id"]] = _Columns((k - 1) * width)
-            if first.is_integer() and step.is_integer():  # always, with round steps
-                col.t.extend(map(float, range(int(first), int(last), int(step))))
-            else:
-                col.t.extend([first + g * step for g in range(n // k)])
-            if k == 1:
-                for into, values in (
-                    (col.mn, mins),
-                    (col.mx, maxs),
-                    (col.sm, sums),
-                    (col.cnt, counts),
-                    (col.lst, lasts),
-                    (col.inc, incs),
-                ):
-                    if values is not None:
-                        into.extend(values)
-                continue
-            if mins is not None:
-                col.mn.extend(map(min, _groups(mins, k)))
-            if maxs is not None:
-                col.mx.extend(map(max, _groups(maxs, k)))
-            if sums is not None:
-                col.sm.extend(map(math.fsum, _groups(sums, k)))
-            if counts is not None:
-                col.cnt.extend(map(sum, _groups(counts, k)))
-            if lasts is not None:
-                col.lst.extend(lasts[k - 1 :: k])
-            if incs is not None:
-                col.inc.extend(map(math.fsum, _groups(incs, k)))
+                col = columns[series_id] = _Columns((k - 1) * width)
+            folded = _fold_whole(r, k)
+            _extend(col, first, last, step, folded)
+            if cache is not None:
+                kept = tuple(None if f is None else array("d", f) for f in folded)
+                key = (resolution, series_id, base, step, asks[series_id])
+                cache.put(key, _CachedRow(r["version"], first, last, kept))
             continue
+        mins, maxs, sums, counts, lasts, incs = (r[name] for name in _ARRAY_NAMES)
         # Arrays not asked for are folded as zeros (their figures are not handed out).
         zeros = [0.0] * n
         mn, mx, sm = mins or zeros, maxs or zeros, sums or zeros
         cnt, lst, inc = counts or [1] * n, lasts or zeros, incs or zeros
-        acc = found.setdefault(r["series_id"], {})
+        acc = found.setdefault(series_id, {})
         i = 0
         while i < n:
             t = base + slots[i] * width
@@ -450,13 +561,15 @@ async def fetch_buckets(
     step: float,
     resolution: Resolution = "raw",
     figures: Mapping[int, frozenset[Figure]] | None = None,
+    cache: RollupCache | None = None,
 ) -> dict[int, Buckets]:
     """{series id: buckets} over ``[start, end]``, from ``resolution`` where it is complete.
 
     With "1h", hours of days not yet rolled up come from "1m"; with "1m", minutes of hours
     not yet compacted come from raw samples. The step should be a multiple of the resolution.
     ``figures`` says which of `Buckets`' figures a series needs (all when it is not given,
-    or for an id it does not hold); the others stay empty lists and cost nothing.
+    or for an id it does not hold); the others stay empty lists and cost nothing. A `cache`
+    keeps whole rollup rows folded for the next chart of the same step.
     """
     compacted, daily = await marks(conn)
     never = end + 1  # an empty range for a source that is not used
@@ -482,8 +595,8 @@ async def fetch_buckets(
         part = [r["mn"], r["mx"], r["sm"], float(r["cnt"]), r["lt"], r["lst"], r["inc"]]
         _merge_into(acc, r["b"], part)
     columns: dict[int, _Columns] = {}
-    await _add_rollups(conn, found, columns, "1h", ids, figures, h_from, h_to, step)
-    await _add_rollups(conn, found, columns, "1m", ids, figures, m_from, m_to, step)
+    await _add_rollups(conn, found, columns, "1h", ids, figures, h_from, h_to, step, cache)
+    await _add_rollups(conn, found, columns, "1m", ids, figures, m_from, m_to, step, cache)
     out: dict[int, Buckets] = {}
     for series_id in found.keys() | columns.keys():
         want = FIGURES if figures is None else figures.get(series_id, FIGURES)

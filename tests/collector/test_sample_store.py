@@ -20,7 +20,7 @@ from vpsmon.collector.storage.maintenance import Retention, maintain, partition_
 from vpsmon.collector.storage.migrate import available, migrate
 from vpsmon.collector.storage.query import STALE_NAN, Matcher, is_stale_marker
 from vpsmon.collector.storage.reader import StorageReader
-from vpsmon.collector.storage.store import FIGURES, Figure
+from vpsmon.collector.storage.store import FIGURES, Buckets, Figure, RollupCache
 from vpsmon.collector.storage.writer import SampleWriter
 
 DAY0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -217,6 +217,42 @@ async def test_late_rows_merge_into_their_compacted_hour_exactly_once(pool: asyn
     got = await read_all(pool, DAY0, DAY0 + HOUR)
     assert [t for t, _ in got["node_load1"]] == [r.timestamp for r in results]
     assert [v for _, v in got["node_load1"]] == [0.25 * (i % 11) for i in range(240)]
+
+
+async def test_a_cached_chart_equals_the_uncached_one_and_sees_rewritten_rollup_rows(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_target(pool)
+    results = scrapes(target, DAY0, 4 * 240)
+    # The second hour's odd scrapes come late, after their hour was compacted.
+    await write(pool, results[:240] + results[240:480:2] + results[480:])
+    await maintain(pool, DAY0 + 4 * HOUR + 700)
+    cache = RollupCache()
+    plain, cached = ChartReader(StorageReader(pool)), ChartReader(StorageReader(pool), cache=cache)
+    metrics = [Matcher("__name__", "=~", "node_load1|node_network_receive_bytes_total")]
+    end = DAY0 + 4 * HOUR
+
+    async def charts(start: float) -> tuple[list[Buckets], list[Buckets], list[Buckets]]:
+        got = []
+        for reader in (plain, cached, cached):  # uncached, filling the cache, from the cache
+            chart = await reader.chart(metrics, start, end, points=120, now=end)
+            assert chart.resolution == "1m" and chart.step == 120
+            got.append([s.buckets for s in chart.series])
+        return got[0], got[1], got[2]
+
+    for start in (DAY0, DAY0 + 1830):  # whole hours; a partial first hour
+        a, b, c = await charts(start)
+        assert a == b == c
+    assert len(cache) == 2 * 4 and cache.hits >= 2 * 4
+    before = [
+        s.buckets for s in (await plain.chart(metrics, DAY0, end, points=120, now=end)).series
+    ]
+
+    await write(pool, results[241:480:2])
+    assert (await maintain(pool, end + 800)).late_merged == [DAY0 + HOUR]
+    a, b, c = await charts(DAY0)
+    assert a == b == c  # the rewritten rows were read again, not served from the cache
+    assert a != before
 
 
 async def test_staleness_markers_survive_compaction(pool: asyncpg.Pool) -> None:
