@@ -4,6 +4,7 @@ database is away, across a crash of the collector, or when PostgreSQL itself res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -323,7 +324,9 @@ async def test_postgresql_restarted_mid_ingest_stores_every_scraped_sample_exact
             sid = await pool.fetchval(
                 "INSERT INTO servers (name, url) VALUES ($1, $2) RETURNING id", name, target_url
             )
-            targets.append(Target(sid, name, target_url, 0.25, 0.2, {}))
+            # A label of its own: the three share host:port, and with the same labels their
+            # scrapes in the same millisecond (often, on a busy machine) would be one sample.
+            targets.append(Target(sid, name, target_url, 0.25, 0.2, {"exporter": name}))
         spool = Spool(tmp_path / "spool", 100_000_000)
         writer = SampleWriter(pool, "node", spool=spool)
         scraped: list[ScrapeResult] = []
@@ -347,6 +350,8 @@ async def test_postgresql_restarted_mid_ingest_stores_every_scraped_sample_exact
             mid = len(scraped)
             await wait_until(lambda: _at_least(scraped, mid + 12))
         writer_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer_task  # stopped before the last flush: no flush of its own runs beside
         await wait_until(writer.flush)
         assert spool.empty
         assert writer.health()["replayed_scrapes"] >= 12
