@@ -31,8 +31,10 @@ from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from distinct_rules import ExtraSeries, check_distinct, distinct_rules  # noqa: E402
 from promql import END, INTERVAL, fleet_head, rules  # noqa: E402
 
+from vpsmon.collector.gcpolicy import freeze_startup_objects  # noqa: E402
 from vpsmon.collector.head import Head  # noqa: E402
 from vpsmon.collector.promql import Engine  # noqa: E402
 from vpsmon.collector.rules.engine import engine_query  # noqa: E402
@@ -54,7 +56,11 @@ def quiet(expr: str) -> str:
     return re.sub(r"< [0-9.]+$", "< -1e15", expr)
 
 
-def group_spec(count: int, calm: bool = False) -> GroupSpec:
+def group_spec(count: int, calm: bool = False, distinct: bool = False) -> GroupSpec:
+    if distinct:
+        expressions = distinct_rules(count, calm)
+    else:
+        expressions = [quiet(e) if calm else e for e in rules(count)]
     specs = tuple(
         RuleSpec(
             kind="alert",
@@ -68,7 +74,7 @@ def group_spec(count: int, calm: bool = False) -> GroupSpec:
             },
             index=i + 1,
         )
-        for i, expr in enumerate(quiet(e) if calm else e for e in rules(count))
+        for i, expr in enumerate(expressions)
     )
     return GroupSpec(file="bench.yml", name="bench", rules=specs, interval=15.0)
 
@@ -85,9 +91,11 @@ async def head_source(rng: random.Random, servers: int) -> SampleSource:
         load, avail_mem = rng.uniform(0, 4), rng.uniform(1e8, 4e9)
         cpu = [rng.uniform(0, 1e5) for _ in range(2)]
         avail_fs = rng.uniform(1e9, 5e10)
-        fleet.append((target, load, avail_mem, cpu, avail_fs))
-    for t in times:
-        for target, load, avail_mem, cpu, avail_fs in fleet:
+        fleet.append(
+            (target, load, avail_mem, cpu, avail_fs, ExtraSeries(random.Random(i), times[0]))
+        )
+    for k, t in enumerate(times):
+        for target, load, avail_mem, cpu, avail_fs, extra in fleet:
             for c in range(2):
                 cpu[c] += INTERVAL * rng.uniform(0.2, 1.0)
             samples = [
@@ -102,6 +110,8 @@ async def head_source(rng: random.Random, servers: int) -> SampleSource:
                     avail_fs - (t - times[0]) * 1e4,
                 ),  # fmt: skip
                 Sample("node_filesystem_size_bytes", (("mountpoint", "/"),), 1e11),
+                # The distinct rule set's metrics (bench/distinct_rules.py).
+                *extra.samples(t, times[k - 1] if k else None),
             ]
             await head.append(ScrapeResult(target, t, 0.01, samples))
     # No pool: the head covers every range these rules read, so the database is never asked
@@ -117,6 +127,12 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--source", choices=("head", "memory"), default="head")
     parser.add_argument("--no-storm", action="store_true", help="only the quiet fleet")
     parser.add_argument(
+        "--set",
+        choices=("shared", "distinct", "both"),
+        default="both",
+        help="10 shapes x 20 thresholds (shared), 200 rules sharing nothing (distinct), or both",
+    )
+    parser.add_argument(
         "--selectors-only",
         action="store_true",
         help="share selections only, not subexpression values, between rules",
@@ -129,6 +145,9 @@ async def main(argv: list[str]) -> int:
         source = await head_source(rng, args.servers)
     else:
         source = fleet_head(rng, args.servers)
+    # As the collector does once it serves (vpsmon/cli.py): what exists now is frozen and full
+    # collections are ten times rarer; the head's samples are in untracked containers anyway.
+    freeze_startup_objects()
     written: list[int] = []
     notified: list[int] = []
 
@@ -144,10 +163,15 @@ async def main(argv: list[str]) -> int:
         f" {'selections' if args.selectors_only else 'selections and subexpressions'}),"
         " full cycle\n"
     )
-    print("| fleet | alerts | outputs | cycle wall | cycle CPU | CPU per rule |")
-    print("|---|---|---|---|---|---|")
+    sets = ("shared", "distinct") if args.set == "both" else (args.set,)
+    if "distinct" in sets:
+        shared = check_distinct(distinct_rules(args.rules, calm=True))
+        print(f"distinct set: {shared} selections read by more than one rule\n")
+    print("| rule set | fleet | alerts | outputs | cycle wall | cycle CPU | CPU per rule |")
+    print("|---|---|---|---|---|---|---|")
     verdict = 0.0
-    for calm in (True,) if args.no_storm else (True, False):
+    runs = [(d, calm) for d in sets for calm in ((True,) if args.no_storm else (True, False))]
+    for rule_set, calm in runs:
         written.append(0)
         # As collector/app.py builds the rule manager's engine.
         engine = Engine(
@@ -158,7 +182,7 @@ async def main(argv: list[str]) -> int:
             share_subexpressions=not args.selectors_only,
         )
         group = RuleGroup(
-            group_spec(args.rules, calm),
+            group_spec(args.rules, calm, distinct=rule_set == "distinct"),
             query=engine_query(engine),
             append=append,
             notify=notify,
@@ -177,15 +201,16 @@ async def main(argv: list[str]) -> int:
         alerts = sum(len(r.active) for r in group.alerting_rules())
         cpu_s = statistics.median(cpu)
         if calm:
-            verdict = cpu_s
+            verdict = max(verdict, cpu_s)
+        fleet = "quiet" if calm else ("alert storm" if rule_set == "shared" else "alerts firing")
         print(
-            f"| {'quiet' if calm else 'alert storm'} | {alerts} | {written[-1]} "
+            f"| {rule_set} | {fleet} | {alerts} | {written[-1]} "
             f"| {statistics.median(wall) * 1000:.0f} ms | {cpu_s * 1000:.0f} ms "
             f"| {cpu_s * 1000 / args.rules:.2f} ms |"
         )
     ok = verdict < BUDGET_SECONDS
     print(
-        f"\n{'PASS' if ok else 'FAIL'}: quiet cycle {verdict * 1000:.0f} ms CPU (median of"
+        f"\n{'PASS' if ok else 'FAIL'}: slowest quiet cycle {verdict * 1000:.0f} ms CPU (median of"
         f" {args.repeat}) against the {BUDGET_SECONDS * 1000:.0f} ms budget (issue #8)"
     )
     return 0 if ok else 1
