@@ -16,6 +16,7 @@ import struct
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from vpsmon.collector.scrape.loop import ScrapeResult
 from vpsmon.collector.scrape.target import Labels
@@ -93,7 +94,7 @@ def _column(
     """A column's samples in rows i..j; ``narrowest`` is the shortest of those rows."""
     rows = server.rows
     if col < narrowest:  # every row has the column: take it whole, then drop absent values
-        vs = [row[col] for row in rows[i:j]]
+        vs = list(map(itemgetter(col), rows[i:j]))
         ts = list(server.times[i:j])
         if any(map(math.isnan, vs)):  # NaN: absent values, or markers and NaNs to keep
             keep = [k for k, v in enumerate(vs) if not _absent(v)]
@@ -129,6 +130,17 @@ class RecentSamples:
         # every full collection of a large fleet, in the middle of requests (issue #5).
         self._by_name: dict[str, array[int]] = {}
         self._by_key: dict[tuple[tuple[str, str], ...], tuple[int, int]] = {}
+        # What a selection's matchers matched, kept while the index of its metric name (or,
+        # for a selection without one, the whole index) is unchanged: a rule reads the same
+        # selection every cycle, and a regular expression costs microseconds per series.
+        self._changes: dict[str, int] = {}  # per metric name, and "" for any: index changes
+        self._matched: dict[tuple[Matcher, ...], tuple[int, array[int]]] = {}
+        # Per server, its rows turned into columns (one array per series, NaN-free columns
+        # only) while it has no new scrape: a rule cycle reads each series several times
+        # (different selections, ranges, offsets), and a column of a row-major window costs a
+        # Python step per row. Built once a server has been read TRANSPOSE_AFTER times since
+        # its last scrape; as large as the server's window (8 bytes a sample).
+        self._transposed: dict[int, tuple[int, int, list[array[float] | None] | None]] = {}
         self._started: float | None = None
         self._latest: float | None = None
 
@@ -176,8 +188,13 @@ class RecentSamples:
             server.rows.insert(i, row)
         self._trim(server)
 
+    def _changed(self, name: str) -> None:
+        self._changes[name] = self._changes.get(name, 0) + 1
+        self._changes[""] = self._changes.get("", 0) + 1
+
     def _index(self, server_id: int, col: int, key: tuple[tuple[str, str], ...]) -> None:
         name = dict(key)["__name__"]
+        self._changed(name)
         entries = self._by_name.get(name)
         if entries is None:
             entries = self._by_name[name] = array("q")
@@ -220,6 +237,7 @@ class RecentSamples:
     def _unindex(self, server: _ServerWindow) -> None:
         sid = server.server_id
         for name in {labels["__name__"] for labels in server.labels}:
+            self._changed(name)
             pairs = _pairs(self._by_name.get(name, array("q")))
             entries = array("q", (x for s, c in pairs if s != sid for x in (s, c)))
             if entries:
@@ -242,6 +260,48 @@ class RecentSamples:
         if self._started is None or self._latest is None:
             return None
         return max(self._started, self._latest - self.window)
+
+    def _matching(self, matchers: Sequence[Matcher]) -> array[int]:
+        """(server id, column) pairs, laid flat, of the series ``matchers`` match."""
+        key = tuple(matchers)
+        name = next((m.value for m in key if m.name == "__name__" and m.op == "="), "")
+        version = self._changes.get(name, 0)
+        found = self._matched.get(key)
+        if found is not None and found[0] == version:
+            return found[1]
+        pairs = array("q")
+        for server, col in self._candidates(matchers):
+            labels = server.labels[col]
+            if all(m.matches(labels) for m in key):
+                pairs.append(server.server_id)
+                pairs.append(col)
+        if len(self._matched) >= 4096:  # bounded: selections no rule reads any more go
+            self._matched.clear()
+        self._matched[key] = (version, pairs)
+        return pairs
+
+    TRANSPOSE_AFTER = 16
+
+    def _columns(self, server: _ServerWindow) -> list[array[float] | None] | None:
+        """The server's whole window as columns (None for one with a NaN), or None if not yet
+        worth building; valid until its next scrape."""
+        token = server.appends
+        found = self._transposed.get(server.server_id)
+        reads = 1
+        if found is not None and found[0] == token:
+            if found[2] is not None:
+                return found[2]
+            reads = found[1] + 1
+        if reads < self.TRANSPOSE_AFTER:
+            self._transposed[server.server_id] = (token, reads, None)
+            return None
+        # zip stops at the narrowest row: wider columns keep the row by row path.
+        columns: list[array[float] | None] = [
+            None if any(map(math.isnan, c)) else array("d", c)
+            for c in zip(*server.rows, strict=False)
+        ]
+        self._transposed[server.server_id] = (token, reads, columns)
+        return columns
 
     def _candidates(self, matchers: Sequence[Matcher]) -> list[tuple[_ServerWindow, int]]:
         servers = self._servers
@@ -295,19 +355,28 @@ class RecentSamples:
         """Series matching ``matchers`` with their samples in ``[start, end]``, in one pass:
         (sorted label set, labels, timestamps, values), in no particular order."""
         out = []
-        spans: dict[int, tuple[int, int, int]] = {}  # per server: rows in range, narrowest row
-        for server, col in self._candidates(matchers):
-            labels = server.labels[col]
-            if not all(m.matches(labels) for m in matchers):
-                continue
-            span = spans.get(server.server_id)
+        servers = self._servers
+        # Per server: rows in range, the narrowest of them, its columns and their timestamps.
+        spans: dict[int, tuple[int, int, int, list[array[float] | None] | None, list[float]]] = {}
+        for sid, col in _pairs(self._matching(matchers)):
+            server = servers[sid]
+            span = spans.get(sid)
             if span is None:
                 i = bisect.bisect_left(server.times, start)
                 j = bisect.bisect_right(server.times, end)
-                span = spans[server.server_id] = (i, j, min(map(len, server.rows[i:j]), default=0))
-            ts, vs = _column(server, col, *span)
+                narrowest = min(map(len, server.rows[i:j]), default=0)
+                columns = self._columns(server) if i < j else None
+                span = spans[sid] = (i, j, narrowest, columns, server.times[i:j].tolist())
+            i, j, narrowest, columns, times = span
+            column = columns[col] if columns is not None and col < len(columns) else None
+            if column is not None:
+                # Every series of the server in this range shares one list of timestamps: the
+                # engine never changes a fetched list in place.
+                ts, vs = times, column[i:j].tolist()
+            else:
+                ts, vs = _column(server, col, i, j, narrowest)
             if ts:
-                out.append((server.keys[col], dict(labels), ts, vs))
+                out.append((server.keys[col], dict(server.labels[col]), ts, vs))
         return out
 
     @property

@@ -133,9 +133,8 @@ async def test_a_backfilled_scrape_joins_the_window_in_order_and_leaves_the_live
     assert head.recent.samples(ref, T0, T0 + 30) == ([T0, T0 + 15, T0 + 30], [0.0, 1.0, 2.0])
 
 
-async def test_the_one_pass_selection_equals_the_series_by_series_answer() -> None:
-    # Series that come and go, a NaN the target sent and a staleness marker: the reader's
-    # one-pass path over the head must give exactly what refs + samples give.
+async def _comings_and_goings() -> Head:
+    """Series that come and go, a NaN the target sent and a staleness marker."""
     head = Head(job="node", window=600)
     t1, t2 = target(1, "10.0.0.1"), target(2, "10.0.0.2")
     for i in range(40):
@@ -146,8 +145,10 @@ async def test_the_one_pass_selection_equals_the_series_by_series_answer() -> No
             extra.append(Sample("late", (("empty", ""),), STALE_NAN if i == 24 else 2.0))
         await head.append(scrape(t1, i, *extra))
         await head.append(scrape(t2, i, *extra[:1]))
-    recent = head.recent
-    end = T0 + 15 * 39
+    return head
+
+
+async def _assert_selection_equals_series_by_series(recent: RecentSamples, end: float) -> None:
     reader = StorageReader(NoDatabase(), recent=recent)  # type: ignore[arg-type]
     for matchers in (
         name_is("flaky"),
@@ -167,8 +168,37 @@ async def test_the_one_pass_selection_equals_the_series_by_series_answer() -> No
                 assert s.labels == w[0] and s.timestamps == w[1]
                 assert [repr(v) for v in s.values] == [repr(v) for v in w[2]]
                 assert s.key is None or s.key == tuple(sorted(s.labels.items()))
+
+
+async def test_the_one_pass_selection_equals_the_series_by_series_answer() -> None:
+    # The reader's one-pass path over the head must give exactly what refs + samples give.
+    head = await _comings_and_goings()
+    end = T0 + 15 * 39
+    await _assert_selection_equals_series_by_series(head.recent, end)
+    reader = StorageReader(NoDatabase(), recent=head.recent)  # type: ignore[arg-type]
     late = await reader.select(name_is("late"), T0, end)
     assert is_stale_marker(late[0].values[-1]) and late[0].key is None  # an empty label value
+
+
+async def test_a_server_read_often_is_answered_from_its_columns_the_same_until_it_changes() -> None:
+    # Once a server has been read often since its last scrape, the head answers from its rows
+    # turned into columns, and remembers what each selection matched: the answers must stay
+    # the series-by-series ones, and a new scrape (new series, new samples) must be seen.
+    head = await _comings_and_goings()
+    recent = head.recent
+    recent.TRANSPOSE_AFTER = 1  # type: ignore[misc]
+    end = T0 + 15 * 39
+    await _assert_selection_equals_series_by_series(recent, end)
+    assert any(entry[2] is not None for entry in recent._transposed.values())
+    reader = StorageReader(NoDatabase(), recent=recent)  # type: ignore[arg-type]
+    before = await reader.select(name_is("flaky"), T0, end + 15)
+    assert len(before) == 2
+    await head.append(scrape(target(1, "10.0.0.1"), 40, Sample("flaky", (("n", "b"),), 7.0)))
+    await _assert_selection_equals_series_by_series(recent, end + 15)
+    after = await reader.select(name_is("flaky"), T0, end + 15)
+    assert [s.labels.get("n") for s in after] == ["a", "b", "a"]
+    assert after[1].values == [7.0]
+    assert after[0].timestamps[-1] == before[0].timestamps[-1]  # t1 had no "a" in scrape 40
 
 
 def test_a_large_head_gives_the_garbage_collector_nothing_to_walk_per_series() -> None:
