@@ -77,12 +77,21 @@ class DatabaseServer:
         return with_database(self.admin_url, name)
 
     async def drop_all(self) -> None:
-        conn = await asyncpg.connect(self.admin_url)
-        try:
-            for name in self.created:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        # Side by side: every DROP DATABASE waits for a checkpoint, 2-18 s on a busy shared
+        # server, and one after the other the run's few hundred databases outlasted the last
+        # test's 300 s timeout. Drops waiting together share one checkpoint (12 dropped at
+        # once: 1.6 s; 6 one by one: 13.9 s, load 7.5).
+        gate = asyncio.Semaphore(16)
+
+        async def drop(name: str) -> None:
+            async with gate:
+                conn = await asyncpg.connect(self.admin_url)
+                try:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                finally:
+                    await conn.close()
+
+        await asyncio.gather(*(drop(name) for name in self.created))
 
 
 @pytest.fixture(scope="session")
