@@ -37,7 +37,7 @@ fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(ARGS)
 
 ## Regenerate the gRPC modules of proto/vpsmon/v1/*.proto (committed; a test checks them).
 proto: $(VENV)/.installed-dev
