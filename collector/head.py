@@ -262,23 +262,27 @@ class RecentSamples:
         return max(self._started, self._latest - self.window)
 
     def _matching(self, matchers: Sequence[Matcher]) -> array[int]:
-        """(server id, column) pairs, laid flat, of the series ``matchers`` match."""
+        """The series ``matchers`` match in label-set order, laid flat: server id, column, and
+        1 if no label value is empty (the label set is then the engine's key as it is)."""
         key = tuple(matchers)
         name = next((m.value for m in key if m.name == "__name__" and m.op == "="), "")
         version = self._changes.get(name, 0)
         found = self._matched.get(key)
         if found is not None and found[0] == version:
             return found[1]
-        pairs = array("q")
+        matched = []
         for server, col in self._candidates(matchers):
             labels = server.labels[col]
             if all(m.matches(labels) for m in key):
-                pairs.append(server.server_id)
-                pairs.append(col)
+                matched.append((server.keys[col], server.server_id, col))
+        matched.sort()  # a label set is in one column only: ids never decide
+        flat = array("q")
+        for labels_key, sid, col in matched:
+            flat.extend((sid, col, 1 if all(v for _, v in labels_key) else 0))
         if len(self._matched) >= 4096:  # bounded: selections no rule reads any more go
             self._matched.clear()
-        self._matched[key] = (version, pairs)
-        return pairs
+        self._matched[key] = (version, flat)
+        return flat
 
     TRANSPOSE_AFTER = 16
 
@@ -351,22 +355,24 @@ class RecentSamples:
 
     def select(
         self, matchers: Sequence[Matcher], start: float, end: float
-    ) -> list[tuple[tuple[tuple[str, str], ...], dict[str, str], list[float], list[float]]]:
-        """Series matching ``matchers`` with their samples in ``[start, end]``, in one pass:
-        (sorted label set, labels, timestamps, values), in no particular order."""
+    ) -> list[tuple[tuple[tuple[str, str], ...] | None, dict[str, str], list[float], list[float]]]:
+        """Series matching ``matchers`` with their samples in ``[start, end]``, in one pass,
+        in label-set order: (sorted label set, or None if a label value is empty; labels, the
+        head's own dict, not to be changed; timestamps; values)."""
         out = []
         servers = self._servers
-        # Per server: rows in range, the narrowest of them, its columns and their timestamps.
+        # Per server: rows in range, the narrowest of them (-1: not yet needed), its columns
+        # and their timestamps.
         spans: dict[int, tuple[int, int, int, list[array[float] | None] | None, list[float]]] = {}
-        for sid, col in _pairs(self._matching(matchers)):
+        flat = iter(self._matching(matchers))
+        for sid, col, whole in zip(flat, flat, flat, strict=True):
             server = servers[sid]
             span = spans.get(sid)
             if span is None:
                 i = bisect.bisect_left(server.times, start)
                 j = bisect.bisect_right(server.times, end)
-                narrowest = min(map(len, server.rows[i:j]), default=0)
                 columns = self._columns(server) if i < j else None
-                span = spans[sid] = (i, j, narrowest, columns, server.times[i:j].tolist())
+                span = spans[sid] = (i, j, -1, columns, server.times[i:j].tolist())
             i, j, narrowest, columns, times = span
             column = columns[col] if columns is not None and col < len(columns) else None
             if column is not None:
@@ -374,9 +380,12 @@ class RecentSamples:
                 # engine never changes a fetched list in place.
                 ts, vs = times, column[i:j].tolist()
             else:
+                if narrowest < 0:
+                    narrowest = min(map(len, server.rows[i:j]), default=0)
+                    spans[sid] = (i, j, narrowest, columns, times)
                 ts, vs = _column(server, col, i, j, narrowest)
             if ts:
-                out.append((server.keys[col], dict(server.labels[col]), ts, vs))
+                out.append((server.keys[col] if whole else None, server.labels[col], ts, vs))
         return out
 
     @property

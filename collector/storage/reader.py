@@ -67,8 +67,9 @@ class RecentSelect(Protocol):
 
     def select(
         self, matchers: Sequence[Matcher], start: float, end: float
-    ) -> list[tuple[tuple[tuple[str, str], ...], dict[str, str], list[float], list[float]]]:
-        """(sorted label set, labels, timestamps, values) of the matching series in range."""
+    ) -> list[tuple[tuple[tuple[str, str], ...] | None, dict[str, str], list[float], list[float]]]:
+        """(sorted label set or None if a value is empty, labels, timestamps, values) of the
+        matching series in range, in label-set order; the labels are not to be changed."""
         ...
 
 
@@ -163,11 +164,10 @@ class StorageReader:
         split = self._split(start, end)
         if split is not None and split <= start and isinstance(self.recent, RecentSelect):
             # The head holds the whole range (rules, recent queries): one pass over it.
-            found = self.recent.select(matchers, start, end)
-            found.sort(key=lambda item: item[0])
+            # In label-set order already; the labels are the head's (the engine only reads them).
             return [
-                SeriesSamples(labels, ts, vs, key if all(v for _, v in key) else None)
-                for key, labels, ts, vs in found
+                SeriesSamples(labels, ts, vs, key)
+                for key, labels, ts, vs in self.recent.select(matchers, start, end)
             ]
         refs, split = await self._with_recent(matchers, start, end)
         db_end = end if split is None else split
