@@ -362,7 +362,8 @@ async def maintain(
 async def _maintain(
     conn: asyncpg.Connection, now: float, retention: Retention, report: MaintenanceReport
 ) -> None:
-    # Retention first: no work is spent compacting rows that are about to be deleted.
+    # Retention first: no work is spent compacting rows that are about to be deleted by
+    # every resolution.
     report.deleted_rows += await _expire(conn, now, retention)
     report.created = await ensure_partitions(conn, now)
     horizon = _floor(now - GRACE, HOUR)
@@ -378,12 +379,15 @@ async def _maintain(
     for row in late[:LATE_BLOCKS_PER_STEP]:
         await compact_block(conn, row["block"].timestamp())
         report.late_merged.append(row["block"].timestamp())
+    if len(late) > LATE_BLOCKS_PER_STEP:
+        # More late hours than one step takes: the closed partitions and the watermark wait
+        # for them. Compacting a partition before the watermark can pass it would leave its
+        # hour in neither the raw rows nor (for charts) the rollups.
+        return
     for block, _name in sorted((await partitions(conn)).items()):
         if block + HOUR <= horizon:
             await compact_block(conn, block)
             report.compacted.append(block)
-    if len(late) > LATE_BLOCKS_PER_STEP:
-        return  # more late hours than one step takes: the watermark waits for them
     compacted = await get_mark(conn, "compacted_until")
     if compacted is None or compacted < horizon:
         await set_mark(conn, "compacted_until", horizon)
@@ -411,8 +415,11 @@ async def roll_up_days(
 
 async def _expire(conn: asyncpg.Connection, now: float, retention: Retention) -> int:
     deleted = 0
+    longest = max(retention.raw, retention.rollup_1m, retention.rollup_1h)
     for query, keep, unit in (
-        ("DELETE FROM samples_default WHERE ts < $1", retention.raw, HOUR),
+        # Late rows older than the raw retention (an import, a long spool) are merged first
+        # (their chunks go at the next step): the rollups keep their time for longer.
+        ("DELETE FROM samples_default WHERE ts < $1", longest, HOUR),
         ("DELETE FROM sample_chunks WHERE block_start < $1", retention.raw, HOUR),
         ("DELETE FROM rollup_1m WHERE block_start < $1", retention.rollup_1m, HOUR),
         # A day's row holds 24 hours: it goes when its last hour is past retention, not its
@@ -422,7 +429,8 @@ async def _expire(conn: asyncpg.Connection, now: float, retention: Retention) ->
         status = await conn.execute(query, _dt(_floor(_floor(now - keep, HOUR), unit)))
         deleted += int(status.split()[-1])
     for block, name in (await partitions(conn)).items():
-        if block + HOUR <= now - retention.raw:
+        # Likewise an hour never compacted (maintenance stopped for long) is compacted first.
+        if block + HOUR <= now - longest:
             await conn.execute(f"DROP TABLE {name}")
     return deleted
 

@@ -211,3 +211,67 @@ async def test_hourly_rollups_of_a_day_are_kept_until_the_whole_day_is_past_rete
     assert len(chart.series[0].buckets.timestamps) == 12
     await maintain(pool, DAY0 + 3 * DAY, retention)
     assert await pool.fetchval("SELECT count(*) FROM rollup_1h") == 0
+
+
+async def test_rows_older_than_the_raw_retention_still_reach_the_rollups(
+    pool: asyncpg.Pool,
+) -> None:
+    # An import (or a long spool) of samples from 20 days ago: raw samples are kept 15 days,
+    # 1-minute rollups 90 and hourly ones two years, so the rollups must get them.
+    target = await add_target(pool)
+    times = [DAY0 + 60 * i for i in range(60)]
+    await write(pool, counter_scrapes(target, times))
+    now = DAY0 + 20 * DAY
+    retention = Retention()
+    await maintain(pool, now, retention)
+    await maintain(pool, now + 60, retention)
+    assert await pool.fetchval("SELECT count(*) FROM samples") == 0
+    assert await pool.fetchval("SELECT count(*) FROM sample_chunks") == 0  # past raw retention
+    assert await rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 59)
+    assert await rollup_increase(pool, "rollup_1h") == pytest.approx(10 * 59)
+    chart = await ChartReader(StorageReader(pool), retention).chart(
+        name_is(COUNTER), DAY0, DAY0 + HOUR, points=60, now=now
+    )
+    assert chart.resolution == "1m"
+    assert len(chart.series[0].buckets.timestamps) == 60
+
+
+async def test_an_hour_left_uncompacted_past_the_raw_retention_still_reaches_the_rollups(
+    pool: asyncpg.Pool,
+) -> None:
+    # Maintenance stopped for longer than the raw retention: the hour's partition is still
+    # there, and must be rolled up before its raw samples go.
+    target = await add_target(pool)
+    async with pool.acquire() as conn:
+        await maintenance.ensure_partitions(conn, DAY0)
+    await write(pool, counter_scrapes(target, [DAY0 + 60 * i for i in range(60)]))
+    now = DAY0 + 20 * DAY
+    await maintain(pool, now)
+    await maintain(pool, now + 60)
+    assert await pool.fetchval("SELECT count(*) FROM sample_chunks") == 0
+    assert await rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 59)
+
+
+async def test_closed_hours_stay_on_charts_while_a_backlog_of_late_hours_is_merged(
+    pool: asyncpg.Pool,
+) -> None:
+    target = await add_target(pool)
+    backlog = maintenance.LATE_BLOCKS_PER_STEP + 2
+    # One sample in each of many old hours (an import), in the default partition...
+    await write(pool, counter_scrapes(target, [DAY0 + HOUR * i for i in range(backlog)]))
+    # ...and a recent hour in its own partition, closed by the time maintenance runs.
+    recent = DAY0 + backlog * HOUR
+    async with pool.acquire() as conn:
+        await maintenance.ensure_partitions(conn, recent)
+    await write(pool, counter_scrapes(target, [recent + 60 * i for i in range(60)]))
+    report = await maintain(pool, recent + HOUR + 700)
+    assert len(report.late_merged) == maintenance.LATE_BLOCKS_PER_STEP
+    end = recent + HOUR
+    charts = ChartReader(StorageReader(pool))
+    chart = await charts.chart(name_is(COUNTER), recent, end, points=60, now=end + 700)
+    assert chart.resolution == "1m"
+    assert len(chart.series[0].buckets.timestamps) == 60
+    report = await maintain(pool, recent + HOUR + 760)
+    assert report.compacted == [recent]
+    chart = await charts.chart(name_is(COUNTER), recent, end, points=60, now=end + 760)
+    assert len(chart.series[0].buckets.timestamps) == 60
