@@ -55,8 +55,10 @@ from vpsmon.collector.storage.db import connect_pool  # noqa: E402
 from vpsmon.collector.storage.migrate import migrate  # noqa: E402
 from vpsmon.collector.storage.query import Matcher  # noqa: E402
 from vpsmon.collector.storage.reader import StorageReader  # noqa: E402
+from vpsmon.collector.storage.store import RollupCache  # noqa: E402
 from vpsmon.collector.storage.timescale import pause_policies, prepare  # noqa: E402
 from vpsmon.collector.storage.writer import SampleWriter  # noqa: E402
+from vpsmon.web.history import chart_figures  # noqa: E402
 
 INTERVAL = 15.0
 HOUR = 3600.0
@@ -225,6 +227,7 @@ async def run(url: str, servers: int, hours: int, timescale: bool = False) -> No
 
         reader = StorageReader(pool)
         charts = ChartReader(reader)
+        cached = ChartReader(reader, cache=RollupCache())  # as the web app's
         day = (end - 86400, end)
         one = fleet.targets[0].server_id
         dash = [Matcher("__name__", "=~", DASHBOARD)]
@@ -234,6 +237,15 @@ async def run(url: str, servers: int, hours: int, timescale: bool = False) -> No
             (
                 "chart, dashboard metrics of one server, 24 h",
                 lambda: charts.chart(dash, *day, server_id=one, now=end),
+            ),
+            (
+                "same, the figures the history page draws (gauges' avg, counters' last and"
+                " increase)",
+                lambda: charts.chart(dash, *day, server_id=one, now=end, figures=chart_figures),
+            ),
+            (
+                "same, from the web app's cache of folded rollup rows (warm)",
+                lambda: cached.chart(dash, *day, server_id=one, now=end, figures=chart_figures),
             ),
             (
                 "chart, every series of one server, 24 h",

@@ -24,7 +24,8 @@ _GAUGE_FIGURES: frozenset[Figure] = frozenset(("avg",))
 _COUNTER_FIGURES: frozenset[Figure] = frozenset(("last", "increase"))
 
 
-def _figures(labels: Mapping[str, str]) -> frozenset[Figure]:
+def chart_figures(labels: Mapping[str, str]) -> frozenset[Figure]:
+    """The figures a series' charts draw (the others are not read)."""
     return _COUNTER_FIGURES if labels.get("__name__") in COUNTERS else _GAUGE_FIGURES
 
 
@@ -44,7 +45,7 @@ async def history(
         end,
         server_id=server_id,
         points=points_for(start, end, scrape_interval),
-        figures=_figures,
+        figures=chart_figures,
     )
     step = chart.step
     first = math.floor(start / step)

@@ -334,6 +334,13 @@ def _rollup_args(
     return [wanted[name] for name in _ARRAY_NAMES]
 
 
+# A whole row folded: (its xmin, its first entry's time, the end of its last entry, the
+# folded arrays as array('d') bytes in the order of _ARRAY_NAMES, None if not asked for).
+# A plain tuple of numbers and bytes, which the garbage collector stops tracking (it walks
+# arrays, named tuples and dataclass objects).
+_CachedRow = tuple[int, float, float, tuple[bytes | None, ...]]
+
+
 @dataclass
 class RollupCache:
     """Whole rollup rows of closed hours folded for a step, kept by row version.
@@ -341,8 +348,8 @@ class RollupCache:
     A rollup row changes only when maintenance rewrites it (late rows merged into its hour,
     the next hour rebuilt after them); PostgreSQL gives the rewritten row a new ``xmin``,
     which is part of what a reader checks before using an entry, so a rewritten row is read
-    again. Entries are folded arrays (``array('d')``, which the garbage collector does not
-    walk), the oldest dropped past ``capacity``: a day of one server's history is ~1,100
+    again. Entries are folded arrays as bytes in tuples, which the garbage collector stops
+    tracking, the oldest dropped past ``capacity``: a day of one server's history is ~1,100
     entries of ~1 KiB.
     """
 
@@ -353,7 +360,7 @@ class RollupCache:
 
     def get(self, key: tuple[object, ...], version: int, lo: float, hi: float) -> _CachedRow | None:
         entry = self._entries.get(key)
-        if entry is None or entry.version != version or entry.first < lo or entry.last > hi:
+        if entry is None or entry[0] != version or entry[1] < lo or entry[2] > hi:
             self.misses += 1
             return None
         self.hits += 1
@@ -367,14 +374,6 @@ class RollupCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-@dataclass(frozen=True, slots=True)
-class _CachedRow:
-    version: int  # the row's xmin
-    first: float  # its first entry's time
-    last: float  # the end of its last entry
-    folded: tuple[array[float] | None, ...]  # in the order of _ARRAY_NAMES
 
 
 def _fold_whole(r: asyncpg.Record, k: int) -> list[Sequence[float] | None]:
@@ -467,7 +466,8 @@ async def _add_rollups(
                 col = columns.get(series_id)
                 if col is None:
                     col = columns[series_id] = _Columns((k - 1) * width)
-                _extend(col, hit.first, hit.last, step, hit.folded)
+                arrays = [None if f is None else array("d", f) for f in hit[3]]
+                _extend(col, hit[1], hit[2], step, arrays)
             continue
         slots: list[int] = r["slots"]
         n = len(slots)
@@ -486,9 +486,9 @@ async def _add_rollups(
             folded = _fold_whole(r, k)
             _extend(col, first, last, step, folded)
             if cache is not None:
-                kept = tuple(None if f is None else array("d", f) for f in folded)
+                kept = tuple(None if f is None else array("d", f).tobytes() for f in folded)
                 key = (resolution, series_id, base, step, asks[series_id])
-                cache.put(key, _CachedRow(r["version"], first, last, kept))
+                cache.put(key, (r["version"], first, last, kept))
             continue
         mins, maxs, sums, counts, lasts, incs = (r[name] for name in _ARRAY_NAMES)
         # Arrays not asked for are folded as zeros (their figures are not handed out).
