@@ -124,6 +124,13 @@ class AlertingRule:
         # Expansions of deterministic templates by (template, series labels, value): most
         # alerts keep their labels and many their value from one evaluation to the next.
         self._expanded: dict[tuple[int, Labels, float], str] = {}
+        # In an alert storm most alerts are the same from one evaluation to the next: their
+        # labels (when no label template needs the value) and their ALERTS and
+        # ALERTS_FOR_STATE label sets are made once and kept while the alert is active.
+        self._values_free = all(t.constant is not None for t in self._label_templates.values())
+        self._alert_labels: dict[Labels, tuple[dict[str, str], Labels]] = {}
+        self._outputs: dict[tuple[Labels, str], tuple[dict[str, str], Labels]] = {}
+        self._used_outputs: dict[tuple[Labels, str], tuple[dict[str, str], Labels]] = {}
         self.restored = False
         self.health = RuleHealth()
 
@@ -182,27 +189,37 @@ class AlertingRule:
 
         ctx = Context(at, template_query, self.external_url)
         found: dict[Labels, Alert] = {}
+        known_labels = self._alert_labels if self._values_free else {}
+        alert_labels: dict[Labels, tuple[dict[str, str], Labels]] = {}
         for sample in result:
             series_labels = dict(sample.labels)
             series_key = labels_key(series_labels)
-            labels = {k: v for k, v in series_labels.items() if k != "__name__"}
-            for name, template in self._label_templates.items():
-                text = await self._expand(template, series_labels, series_key, sample.value, ctx)
-                if text:
-                    labels[name] = text
-                else:  # an empty value removes the label, as Prometheus' labels.Builder
-                    labels.pop(name, None)
-            labels["alertname"] = self.name
+            made = known_labels.get(series_key)
+            if made is None:
+                labels = {k: v for k, v in series_labels.items() if k != "__name__"}
+                for name, template in self._label_templates.items():
+                    text = await self._expand(
+                        template, series_labels, series_key, sample.value, ctx
+                    )
+                    if text:
+                        labels[name] = text
+                    else:  # an empty value removes the label, as Prometheus' labels.Builder
+                        labels.pop(name, None)
+                labels["alertname"] = self.name
+                made = (labels, labels_key(labels))
+            if self._values_free:
+                alert_labels[series_key] = made
+            labels, key = dict(made[0]), made[1]
             annotations = {
                 name: await self._expand(template, series_labels, series_key, sample.value, ctx)
                 for name, template in self._annotation_templates.items()
             }
-            key = labels_key(labels)
             if key in found:
                 raise QueryError(
                     "vector contains metrics with the same labelset after applying alert labels"
                 )
             found[key] = Alert(labels, annotations, AlertState.PENDING, ts, sample.value)
+        self._alert_labels = alert_labels
 
         for key, fresh in found.items():
             known = self.active.get(key)
@@ -237,22 +254,37 @@ class AlertingRule:
                 alert.state = AlertState.FIRING
                 alert.fired_at = ts
             if self.restored:
-                out.append(self._series(ALERT_METRIC, alert, ts, 1.0, with_state=True))
+                out.append(self._series(ALERT_METRIC, key, alert, ts, 1.0, with_state=True))
                 out.append(
-                    self._series(ALERT_FOR_STATE_METRIC, alert, ts, float(int(alert.active_at)))
+                    self._series(
+                        ALERT_FOR_STATE_METRIC, key, alert, ts, float(int(alert.active_at))
+                    )
                 )
+        self._outputs, self._used_outputs = self._used_outputs, {}
         if limit > 0 and counted > limit:
             self.active = {}
             raise QueryError(f"exceeded limit of {limit} with {counted} alerts")
         return out
 
     def _series(
-        self, metric: str, alert: Alert, ts: float, value: float, with_state: bool = False
+        self,
+        metric: str,
+        key: Labels,
+        alert: Alert,
+        ts: float,
+        value: float,
+        with_state: bool = False,
     ) -> OutputSample:
-        labels = {**self.labels, **alert.labels, "__name__": metric, "alertname": self.name}
-        if with_state:
-            labels["alertstate"] = alert.state.value
-        return OutputSample(labels, ts, value)
+        state = alert.state.value if with_state else ""
+        cache_key = (key, metric + state)
+        made = self._outputs.get(cache_key)
+        if made is None:
+            labels = {**self.labels, **alert.labels, "__name__": metric, "alertname": self.name}
+            if with_state:
+                labels["alertstate"] = state
+            made = (labels, labels_key(labels))
+        self._used_outputs[cache_key] = made
+        return OutputSample(made[0], ts, value, made[1])
 
     def alerts_to_send(self, ts: float, resend_delay: float, interval: float) -> list[Alert]:
         """Alerts due for the notifiers now; marks them sent (Prometheus' sendAlerts)."""

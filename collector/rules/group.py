@@ -82,7 +82,7 @@ class RuleGroup:
         self.last_evaluation: float | None = None
         self.evaluation_time = 0.0
         self._previous: list[set[Labels]] = [set() for _ in self.rules]
-        self._previous_samples: list[dict[Labels, dict[str, str]]] = [{} for _ in self.rules]
+        self._previous_samples: list[dict[Labels, Mapping[str, str]]] = [{} for _ in self.rules]
 
     def alerting_rules(self) -> list[AlertingRule]:
         return [r for r in self.rules if isinstance(r, AlertingRule)]
@@ -147,7 +147,12 @@ class RuleGroup:
             if isinstance(rule, AlertingRule):
                 for alert in rule.alerts_to_send(ts, self.resend_delay, self.interval):
                     due.append(rule.postable(alert, self.external_url))
-            current = {labels_key(s.labels): dict(s.labels) for s in samples}
+            current: dict[Labels, Mapping[str, str]] = {}
+            for s in samples:
+                if s.key is not None:  # an alerting rule's output: made once, never changed
+                    current[s.key] = s.labels
+                else:
+                    current[labels_key(s.labels)] = dict(s.labels)
             outputs.extend(samples)
             stamp = samples[0].timestamp if samples else query_time
             for key, labels in self._previous_samples[i].items():

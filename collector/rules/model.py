@@ -30,9 +30,10 @@ class Sample:
 class OutputSample:
     """A sample a rule writes: a recording rule's result, ALERTS or ALERTS_FOR_STATE."""
 
-    labels: Mapping[str, str]  # includes __name__
+    labels: Mapping[str, str]  # includes __name__; never changed once made
     timestamp: float
     value: float
+    key: Labels | None = None  # labels_key(labels), when the rule has it at hand
 
 
 class QueryError(Exception):
