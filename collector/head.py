@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 import struct
 from array import array
 from collections.abc import Callable, Sequence
@@ -76,7 +77,18 @@ class _ServerWindow:
     walks little more than what requests allocate).
     """
 
-    __slots__ = ("server_id", "columns", "keys", "labels", "times", "rows", "appends")
+    __slots__ = (
+        "server_id",
+        "columns",
+        "keys",
+        "labels",
+        "times",
+        "rows",
+        "appends",
+        "layout",
+        "layout_columns",
+        "layout_width",
+    )
 
     def __init__(self, server_id: int) -> None:
         self.server_id = server_id
@@ -86,6 +98,16 @@ class _ServerWindow:
         self.times = array("d")  # oldest first
         self.rows: list[array[float]] = []  # per time: values by column (shorter = absent)
         self.appends = 0
+        # The series layout of the last scrape added the long way (`ScrapeResult.layout`)
+        # and where its samples, then its synthetic series, went: a scrape with the same
+        # layout object fills its row from these without a lookup per sample. None when
+        # the columns move (`_drop_vanished`). Columns in order 0..n-1 are kept as None.
+        self.layout: tuple[tuple[str, Labels], ...] | None = None
+        self.layout_columns: array[int] | None = None
+        self.layout_width = 0
+
+
+_value = operator.itemgetter(2)  # a Sample's value
 
 
 def _column(
@@ -110,6 +132,19 @@ def _column(
                 ts.append(times[k])
                 vs.append(value)
     return ts, vs
+
+
+def _row_of_layout(server: _ServerWindow, result: ScrapeResult) -> array[float]:
+    """The row of a scrape whose series are those of the server's remembered layout, in the
+    same order: the values go to the columns found last time, without a lookup each."""
+    values = [*map(_value, result.samples), *map(_value, result.synthetic())]
+    cols = server.layout_columns
+    if cols is None:
+        return array("d", values)
+    row = array("d", [_ABSENT]) * server.layout_width
+    for col, value in zip(cols, values, strict=True):
+        row[col] = value
+    return row
 
 
 class RecentSamples:
@@ -158,28 +193,15 @@ class RecentSamples:
         self._latest = ts if self._latest is None else max(self._latest, ts)
         if ts < self._latest - self.window:
             return  # older than the window: only the database keeps it
-        base: Labels | None = None
-        row = array("d")
-        new_keys: list[tuple[tuple[str, str], ...]] = []
-        new_labels: list[dict[str, str]] = []
-        for sample in result.with_synthetic():
-            col = server.columns.get((sample.name, sample.labels))
-            if col is None:
-                if base is None:
-                    base = result.target.target_labels(self.job)
-                full = {"__name__": sample.name, **dict(merge_labels(sample.labels, base))}
-                key = tuple(sorted(full.items()))
-                col = len(server.keys) + len(new_keys)
-                new_keys.append(key)
-                new_labels.append(full)
-                self._index(server.server_id, col, key)
-                server.columns[(sample.name, sample.labels)] = col
-            if col >= len(row):
-                row.extend([_ABSENT] * (col + 1 - len(row)))
-            row[col] = sample.value
-        if new_keys:  # one copy per scrape that brings new series, not one per series
-            server.keys += tuple(new_keys)
-            server.labels += tuple(new_labels)
+        if (
+            result.layout is not None
+            and result.layout is server.layout
+            and not result.stale
+            and result.kind == "scrape"
+        ):
+            row = _row_of_layout(server, result)
+        else:
+            row = self._row(server, result)
         i = bisect.bisect_right(server.times, ts)
         if i > 0 and server.times[i - 1] == ts:
             server.rows[i - 1] = row  # the same scrape again (a replay): keep one
@@ -187,6 +209,43 @@ class RecentSamples:
             server.times.insert(i, ts)
             server.rows.insert(i, row)
         self._trim(server)
+
+    def _row(self, server: _ServerWindow, result: ScrapeResult) -> array[float]:
+        """A scrape's row, each sample's column looked up (new series get new columns); the
+        layout of a plain scrape is remembered for the next one (`_row_of_layout`)."""
+        base: Labels | None = None
+        samples = result.with_synthetic()
+        cols = array("q", bytes(8 * len(samples)))
+        width = len(server.keys)
+        new_keys: list[tuple[tuple[str, str], ...]] = []
+        new_labels: list[dict[str, str]] = []
+        columns = server.columns
+        for n, sample in enumerate(samples):
+            col = columns.get((sample.name, sample.labels))
+            if col is None:
+                if base is None:
+                    base = result.target.target_labels(self.job)
+                full = {"__name__": sample.name, **dict(merge_labels(sample.labels, base))}
+                key = tuple(sorted(full.items()))
+                col = width + len(new_keys)
+                new_keys.append(key)
+                new_labels.append(full)
+                self._index(server.server_id, col, key)
+                columns[(sample.name, sample.labels)] = col
+            cols[n] = col
+        if new_keys:  # one copy per scrape that brings new series, not one per series
+            server.keys += tuple(new_keys)
+            server.labels += tuple(new_labels)
+        row_width = max(cols) + 1 if cols else 0
+        row = array("d", [_ABSENT]) * row_width
+        for col, sample in zip(cols, samples, strict=True):
+            row[col] = sample.value  # a duplicated line: the last one wins
+        if result.layout is not None and not result.stale and result.kind == "scrape":
+            server.layout = result.layout
+            in_order = all(c == n for n, c in enumerate(cols))
+            server.layout_columns = None if in_order else cols
+            server.layout_width = row_width
+        return row
 
     def _changed(self, name: str) -> None:
         self._changes[name] = self._changes.get(name, 0) + 1
@@ -228,6 +287,7 @@ class RecentSamples:
         server.keys = tuple(server.keys[c] for c in keep)
         server.labels = tuple(server.labels[c] for c in keep)
         server.columns = {k: remap[c] for k, c in server.columns.items() if c in remap}
+        server.layout = server.layout_columns = None
         server.rows = [
             array("d", (row[c] if c < len(row) else _ABSENT for c in keep)) for row in server.rows
         ]
@@ -427,7 +487,10 @@ class Head:
         state.error = result.error
         if result.up:
             state.last_seen = result.timestamp
-            values = {(s.name, s.labels): s.value for s in result.samples}
+            if result.layout is not None:
+                values = dict(zip(result.layout, map(_value, result.samples), strict=True))
+            else:
+                values = {(s.name, s.labels): s.value for s in result.samples}
             # An exporter serves the same pre-rendered payload until its next collection; a
             # scrape that sees it again is not a new point for rates, so keep the pair.
             if state.current is None or state.current.values != values:

@@ -18,7 +18,7 @@ from typing import Protocol
 import aiohttp
 
 from vpsmon.collector.scrape.fetch import FetchError, fetch_body
-from vpsmon.collector.scrape.parse import ParseError, Sample, parse_exposition
+from vpsmon.collector.scrape.parse import ParseError, Sample, ScrapeCache, parse_scrape
 from vpsmon.collector.scrape.result import SYNTHETIC, ScrapeResult
 from vpsmon.collector.scrape.security import ScrapeSetupError, SSLSetting, ssl_for
 from vpsmon.collector.scrape.status import BackfillStatus, Health, SourceStatus, TargetStatus
@@ -42,7 +42,7 @@ async def scrape_once(
     body_size_limit: int,
     sample_limit: int,
     ssl_setting: SSLSetting = True,
-    labels_cache: dict[str, Labels] | None = None,
+    cache: ScrapeCache | None = None,
 ) -> ScrapeResult:
     started = time.perf_counter()
 
@@ -66,14 +66,16 @@ async def scrape_once(
         return failed("invalid exposition: body is not UTF-8")
     del body
     try:
-        samples = (
-            await asyncio.to_thread(parse_exposition, text, sample_limit, labels_cache)
+        parsed = (
+            await asyncio.to_thread(parse_scrape, text, sample_limit, cache)
             if len(text) > PARSE_IN_THREAD_BYTES
-            else parse_exposition(text, sample_limit, labels_cache)
+            else parse_scrape(text, sample_limit, cache)
         )
     except ParseError as err:
         return failed(str(err))
-    return ScrapeResult(target, now, time.perf_counter() - started, samples)
+    return ScrapeResult(
+        target, now, time.perf_counter() - started, parsed.samples, layout=parsed.layout
+    )
 
 
 def vanished(previous: Sequence[Sample], current: Sequence[Sample]) -> list[tuple[str, Labels]]:
@@ -124,11 +126,12 @@ class TargetState:
     # In this process: the last successful scrape, and its series for staleness.
     last_success: float | None = None
     previous: list[Sample] = field(default_factory=list)
+    previous_layout: tuple[tuple[str, Labels], ...] | None = None
     had_synthetic: bool = False
     backfill: BackfillStatus | None = None
     backfill_task: asyncio.Task[None] | None = None
-    # The target's label blocks already parsed (parse_exposition's cache).
-    labels_cache: dict[str, Labels] = field(default_factory=dict)
+    # What the parser learnt of the target's series (collector/scrape/parse.py).
+    cache: ScrapeCache = field(default_factory=ScrapeCache)
 
 
 class Scraper:
@@ -284,7 +287,7 @@ class Scraper:
                         body_size_limit=self._body_size_limit,
                         sample_limit=self._sample_limit,
                         ssl_setting=ssl_setting,
-                        labels_cache=state.labels_cache,
+                        cache=state.cache,
                     )
             except Exception as err:  # one target's surprise must not end its loop
                 log.exception("scrape crashed target=%s", target.url)
@@ -302,8 +305,12 @@ class Scraper:
 
     def _record(self, state: TargetState, result: ScrapeResult) -> ScrapeResult:
         """Update the target's state; add stale markers for series that vanished."""
-        stale = vanished(state.previous, result.samples)
+        if result.layout is not None and result.layout is state.previous_layout:
+            stale: list[tuple[str, Labels]] = []  # the parser saw the same series in order
+        else:
+            stale = vanished(state.previous, result.samples)
         state.previous = result.samples
+        state.previous_layout = result.layout
         state.had_synthetic = True
         state.last_scrape = result.timestamp
         state.last_duration = result.duration

@@ -122,42 +122,120 @@ def _chunks(text: str) -> Iterator[list[str]]:
         start = end + 1
 
 
-# Label blocks a cache keeps at most; past it the cache starts again (a target whose label
-# values change every scrape must not grow it without bound).
+# Entries a target's cache keeps at most (label blocks, series); past it that part starts
+# again: a target whose label values change every scrape must not grow it without bound.
 LABELS_CACHE_MAX = 8192
 
+Series = tuple[str, Labels]
 
-def _parse(
-    text: str, limit: int, with_time: bool, labels_cache: dict[str, Labels] | None = None
-) -> list[Any]:
-    """[(Sample, seconds or None)] with `with_time`, else [Sample]."""
+
+class ScrapeCache:
+    """What the parser keeps of one target between its scrapes, as Prometheus' scrape cache
+    does: an exporter sends the same series text every time, only the values change.
+
+    - ``series``: the text of a line before its value (``name{labels}``) → that series'
+      ``(name, labels)``, for lines without a timestamp. A line whose series text is known is
+      split at its last space and only its value is parsed.
+    - ``labels``: label blocks already parsed (text → sorted labels), for the other lines.
+    - ``comments``: HELP and TYPE lines already checked (the same every scrape).
+    - ``layout``: the series of the last scrape in order, one tuple kept while they stay the
+      same, so the scraper and the head can tell "same series as last time" by identity.
+
+    A cached entry is only ever the result the full parse gave for the same text, so a
+    scrape parses the same with or without the cache (tests/collector/test_parse.py).
+    """
+
+    __slots__ = ("series", "labels", "comments", "layout")
+
+    def __init__(self) -> None:
+        self.series: dict[str, Series] = {}
+        self.labels: dict[str, Labels] = {}
+        self.comments: set[str] = set()
+        self.layout: tuple[Series, ...] = ()
+
+
+class Parsed(NamedTuple):
+    samples: list[Any]  # [Sample], or [(Sample, seconds or None)] from parse_timestamped
+    # The samples' series in order; the very tuple of the previous scrape when unchanged.
+    layout: tuple[Series, ...]
+
+
+def _parse(text: str, limit: int, with_time: bool, cache: ScrapeCache | None = None) -> Parsed:
+    """Samples [Sample], or [(Sample, seconds or None)] with `with_time`."""
     out: list[Any] = []
-    if labels_cache is None:
-        labels_cache = {}
-    elif len(labels_cache) >= LABELS_CACHE_MAX:
-        labels_cache.clear()  # label values that change every scrape: start again
+    keys: list[Series] = []
+    if cache is None:
+        cache = ScrapeCache()
+    else:
+        # Label values that change every scrape: start again.
+        if len(cache.series) >= LABELS_CACHE_MAX:
+            cache.series.clear()
+        if len(cache.labels) >= LABELS_CACHE_MAX:
+            cache.labels.clear()
+        if len(cache.comments) >= LABELS_CACHE_MAX:
+            cache.comments.clear()
     for lines in _chunks(text):
-        _parse_lines(lines, out, limit, with_time, labels_cache)
-    return out
+        _parse_lines(lines, out, keys, limit, with_time, cache)
+    layout = tuple(keys)
+    if layout == cache.layout:  # the cached series compare by identity first: cheap
+        layout = cache.layout
+    else:
+        cache.layout = layout
+    return Parsed(out, layout)
 
 
 def _parse_lines(
     lines: list[str],
     out: list[Any],
+    keys: list[Series],
     limit: int,
     with_time: bool,
-    labels_cache: dict[str, Labels],
+    cache: ScrapeCache,
 ) -> None:
     match_sample = _SAMPLE.fullmatch
     match_comment = _PLAIN_COMMENT.fullmatch
+    series_cache = cache.series
+    known_series = series_cache.get
+    labels_cache = cache.labels
+    comments = cache.comments
+    new_sample = tuple.__new__  # Sample(...) without the named tuple's Python-level __new__
     for raw in lines:
         line = raw.strip(" \t\r")
         if not line:
             continue
         if line[0] == "#":
-            if match_comment(line) is None:
-                _comment(line)
+            if line not in comments:
+                if match_comment(line) is None:
+                    _comment(line)  # raises on a malformed HELP or TYPE; other text is free
+                elif len(comments) < LABELS_CACHE_MAX:
+                    comments.add(line)
             continue
+        cut = line.rfind(" ")
+        if cut > 0:
+            key = known_series(line[:cut])
+            if key is not None:
+                # The series text is one the full parse accepted with the value right after
+                # this space and no timestamp. The value (no space, as `cut` is the last one)
+                # must be one the full parse takes whole: ASCII, no "_", no white space at
+                # either end, a float. Anything else takes the full parse and its errors.
+                value_text = line[cut + 1 :]
+                if (
+                    value_text.isascii()
+                    and "_" not in value_text
+                    and value_text[0] > " "
+                    and value_text[-1] > " "
+                ):
+                    try:
+                        value = float(value_text)
+                    except ValueError:
+                        pass
+                    else:
+                        keys.append(key)
+                        sample = new_sample(Sample, (key[0], key[1], value))
+                        out.append((sample, None) if with_time else sample)
+                        if len(out) > limit:
+                            raise ParseError(f"sample limit {limit} exceeded")
+                        continue
         match = match_sample(line)
         if match is None:
             raise ParseError(f"invalid exposition: cannot parse line {line[:120]!r}")
@@ -191,24 +269,39 @@ def _parse_lines(
                     f"invalid exposition: invalid timestamp {ts_text[:40]!r} in {line[:120]!r}"
                 ) from None
             ts = milliseconds / 1000 if with_time else None
-        out.append((Sample(name, labels, value), ts) if with_time else Sample(name, labels, value))
+            key = (name, labels)
+        elif cut > 0 and match.start(3) == cut + 1:
+            # Value right after the last space, no timestamp: the fast path above can take
+            # the next line with this series text.
+            key = series_cache.get(line[:cut]) or (name, labels)
+            if len(series_cache) < LABELS_CACHE_MAX:
+                series_cache[line[:cut]] = key
+        else:
+            key = (name, labels)
+        keys.append(key)
+        sample = new_sample(Sample, (name, labels, value))
+        out.append((sample, ts) if with_time else sample)
         if len(out) > limit:
             raise ParseError(f"sample limit {limit} exceeded")
 
 
 def parse_exposition(
-    text: str, sample_limit: int, labels_cache: dict[str, Labels] | None = None
+    text: str, sample_limit: int, cache: ScrapeCache | None = None
 ) -> list[Sample]:
     """The samples of a /metrics body (timestamps ignored, as Prometheus' scrapes do).
 
-    ``labels_cache``: label blocks seen before (text → sorted labels), kept by the caller
-    between scrapes of one target: an exporter sends the same label blocks every time, so
-    they are parsed once, and the samples of successive scrapes share their label tuples.
+    ``cache``: what this target's previous scrapes taught the parser (`ScrapeCache`), kept by
+    the caller between scrapes of one target.
     """
-    return _parse(text, sample_limit, False, labels_cache)
+    return _parse(text, sample_limit, False, cache).samples
+
+
+def parse_scrape(text: str, sample_limit: int, cache: ScrapeCache | None = None) -> Parsed:
+    """`parse_exposition` with the series layout of the scrape (see `ScrapeCache.layout`)."""
+    return _parse(text, sample_limit, False, cache)
 
 
 def parse_timestamped(text: str) -> list[tuple[Sample, float | None]]:
     """Samples with their timestamps (seconds), for /history bodies; no sample limit (the
     body size limit bounds them)."""
-    return _parse(text, 2**62, True)
+    return _parse(text, 2**62, True).samples

@@ -28,6 +28,9 @@ class ScrapeResult:
     stale: series to mark stale at `timestamp` with Prometheus' staleness marker: those of
     the previous scrape missing from this one, or all of them when this scrape failed
     (https://prometheus.io/docs/prometheus/latest/querying/basics/#staleness).
+    layout: the samples' (name, labels) in order, as the parser's cache hands it back: the
+    same tuple object as the target's previous scrape while its series stay the same, so the
+    scraper and the head skip their per-series work (None: not known, take the long way).
     """
 
     target: Target
@@ -37,6 +40,7 @@ class ScrapeResult:
     error: str | None = None
     stale: Sequence[tuple[str, Labels]] = ()
     kind: ResultKind = "scrape"
+    layout: tuple[tuple[str, Labels], ...] | None = None
 
     @property
     def up(self) -> bool:
@@ -47,7 +51,13 @@ class ScrapeResult:
         scrape_duration_seconds and scrape_samples_scraped."""
         out = [*self.samples, *(Sample(name, labels, STALE_NAN) for name, labels in self.stale)]
         if self.kind == "scrape":
-            out.append(Sample("up", (), 1.0 if self.up else 0.0))
-            out.append(Sample("scrape_duration_seconds", (), self.duration))
-            out.append(Sample("scrape_samples_scraped", (), float(len(self.samples))))
+            out.extend(self.synthetic())
         return out
+
+    def synthetic(self) -> list[Sample]:
+        """The synthetic series of a scrape (`SYNTHETIC`, in that order)."""
+        return [
+            Sample("up", (), 1.0 if self.up else 0.0),
+            Sample("scrape_duration_seconds", (), self.duration),
+            Sample("scrape_samples_scraped", (), float(len(self.samples))),
+        ]

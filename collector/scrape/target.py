@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import urllib.parse
@@ -79,9 +80,10 @@ class Target:
     # "api" (a server added in the UI or API). Shown in the targets list.
     source: str = "api"
 
-    @property
+    @functools.cached_property
     def instance(self) -> str:
-        """host:port, as Prometheus sets the instance label."""
+        """host:port, as Prometheus sets the instance label. Cached (the instance's __dict__,
+        which a frozen dataclass leaves writable for this): every scrape's labels ask it."""
         parts = urllib.parse.urlsplit(self.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host = parts.hostname or ""

@@ -4,6 +4,7 @@ reader so that recent queries (rules, the live view) do not touch the database."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import asyncpg
 import pytest
@@ -230,3 +231,44 @@ def test_a_large_head_gives_the_garbage_collector_nothing_to_walk_per_series() -
     # 100 more servers, 10,300 more series: a few objects per server (its window, state and
     # last snapshots) are fine, one per series is not (main before this test: 21,642).
     assert many - few < 20 * 100, many - few
+
+
+def test_a_head_fed_the_parser_layout_holds_what_the_long_way_holds() -> None:
+    """The head fills a scrape's row from the previous layout when the parser hands back the
+    same one; through label changes, vanished, reordered and duplicated series, and the
+    columns moving when vanished series are dropped, it must hold what a head that looks up
+    every sample holds."""
+    from vpsmon.collector.scrape.parse import ScrapeCache, parse_scrape
+
+    bodies = [
+        'a{x="1"} 1\nb 2\nc 3\n',
+        'a{x="1"} 4\nb 5\nc 6\n',  # same series: the layout path
+        'a{x="2"} 7\nb 8\nc 9\n',  # a label changed
+        "b 10\nc 11\n",  # a vanished
+        "c 12\nb 13\n",  # reordered
+        "c 14\nb 15\n",
+        "b 16\nb 17\nc 18\n",  # a duplicated line: the last value wins
+        "b 19\nb 20\nc 21\n",
+    ]
+    fast, slow = Head(job="node", window=600), Head(job="node", window=600)
+    cache = ScrapeCache()
+    t = target()
+    loop = asyncio.new_event_loop()
+    try:
+        for i in range(120):  # past 64 appends: vanished columns are dropped and remapped
+            parsed = parse_scrape(bodies[min(i, 3 + i % 5)], 100, cache)
+            result = ScrapeResult(t, T0 + 15 * i, 0.1, parsed.samples, layout=parsed.layout)
+            loop.run_until_complete(fast.append(result))
+            loop.run_until_complete(slow.append(dataclasses.replace(result, layout=None)))
+            end = T0 + 15 * i
+            assert sorted(fast.recent.select([], end - 600, end)) == sorted(
+                slow.recent.select([], end - 600, end)
+            )
+            fast_state, slow_state = fast.state(1), slow.state(1)
+            assert fast_state is not None and slow_state is not None
+            assert fast_state.current == slow_state.current
+            assert fast_state.previous == slow_state.previous
+    finally:
+        loop.close()
+    got = {dict(k)["__name__"]: vs for k, _, _, vs in fast.recent.select([], T0, T0 + 15 * 119)}
+    assert got["b"][-1] == 20.0 and got["c"][-1] == 21.0

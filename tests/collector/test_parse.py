@@ -17,7 +17,14 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from vpsmon.collector.scrape.parse import ParseError, Sample, parse_exposition, parse_timestamped
+from vpsmon.collector.scrape.parse import (
+    ParseError,
+    Sample,
+    ScrapeCache,
+    parse_exposition,
+    parse_scrape,
+    parse_timestamped,
+)
 
 Row = tuple[str, tuple[tuple[str, str], ...], float, float | None]
 
@@ -229,3 +236,100 @@ def test_malformed_lines_are_refused_with_the_reason_and_the_line(line: str, err
         parse_exposition(f"ok 1\n{line}\n", 10)
     assert error in str(caught.value)
     assert str(caught.value).startswith("invalid exposition: ")
+
+
+# ------------------------------------------------------------------ the per-target cache
+
+
+def outcome(text: str, cache: ScrapeCache | None) -> list[Row] | str:
+    """The samples as rows (bit-exact values), or the parse error's message."""
+    try:
+        return [
+            (s.name, s.labels, struct.unpack("<d", struct.pack("<d", s.value))[0], None)
+            for s in parse_exposition(text, 1000, cache)
+        ]
+    except ParseError as err:
+        return str(err)
+
+
+def same_outcome(a: list[Row] | str, b: list[Row] | str) -> bool:
+    return a == b if isinstance(a, str) or isinstance(b, str) else same_rows(a, b)
+
+
+@PROPERTY
+@given(
+    st.lists(st.one_of(mutated(), st.text(alphabet=ALPHABET, max_size=60)), max_size=4), mutated()
+)
+@example(['a{b="c d"} 1\n'], 'a{b="c d"} 2 3\n')
+@example(["a 1\n"], "a \t2\n")
+@example(["a 1\n"], "a 2\x0b\n")
+@example(["a 1\n"], "a 1_0\n")
+@example(["a 1\n"], "a }\n")
+@example(['a{b="c"} 1\n'], 'a{b="c"} 2}\n')
+@example(["a  1\n"], "a  2\n")
+@example(["# TYPE a gauge\n"], "# TYPE a gauge\n# TYPE 1a gauge\n")
+def test_a_scrape_parses_the_same_with_a_cache_warmed_by_earlier_scrapes(
+    earlier: list[str], text: str
+) -> None:
+    cache = ScrapeCache()
+    for before in earlier:
+        outcome(before, cache)
+    outcome(text, cache)  # the same text twice: the second time every line is known
+    assert same_outcome(outcome(text, cache), outcome(text, None))
+
+
+def test_a_label_change_between_scrapes_gives_the_new_labels() -> None:
+    cache = ScrapeCache()
+    first = parse_scrape('a{x="1"} 1\nb 2\n', 10, cache)
+    second = parse_scrape('a{x="2"} 3\nb 4\n', 10, cache)
+    assert second.samples == [Sample("a", (("x", "2"),), 3.0), Sample("b", (), 4.0)]
+    assert second.layout == (("a", (("x", "2"),)), ("b", ()))
+    assert second.layout is not first.layout
+
+
+def test_the_layout_is_the_same_object_while_the_series_stay_the_same() -> None:
+    cache = ScrapeCache()
+    first = parse_scrape("# TYPE a gauge\na 1\nb 2\n", 10, cache)
+    second = parse_scrape("# TYPE a gauge\na 5\nb 6\n", 10, cache)
+    assert second.layout is first.layout
+    assert second.samples == [Sample("a", (), 5.0), Sample("b", (), 6.0)]
+    reordered = parse_scrape("b 7\na 8\n", 10, cache)
+    assert reordered.layout == (("b", ()), ("a", ()))
+    vanished = parse_scrape("a 9\n", 10, cache)
+    assert vanished.layout == (("a", ()),)
+
+
+def test_a_duplicated_line_is_kept_twice_in_samples_and_layout() -> None:
+    cache = ScrapeCache()
+    for value in ("1", "2"):
+        parsed = parse_scrape(f"a {value}\na {value}\n", 10, cache)
+        assert parsed.samples == [Sample("a", (), float(value))] * 2
+        assert parsed.layout == (("a", ()), ("a", ()))
+
+
+def test_a_known_series_still_counts_against_the_sample_limit() -> None:
+    cache = ScrapeCache()
+    text = "".join(f'm{{i="{i}"}} {i}\n' for i in range(20))
+    assert len(parse_exposition(text, 20, cache)) == 20
+    with pytest.raises(ParseError, match="sample limit 10 exceeded"):
+        parse_exposition(text, 10, cache)
+
+
+def test_a_known_series_with_a_bad_value_is_refused_as_without_the_cache() -> None:
+    cache = ScrapeCache()
+    parse_exposition("a 1\n", 10, cache)
+    with pytest.raises(ParseError, match="invalid value 'one'"):
+        parse_exposition("a one\n", 10, cache)
+
+
+def test_the_cache_starts_again_when_label_values_change_every_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import vpsmon.collector.scrape.parse as parse
+
+    monkeypatch.setattr(parse, "LABELS_CACHE_MAX", 8)
+    cache = ScrapeCache()
+    for scrape in range(10):
+        text = "".join(f'm{{i="{scrape}-{i}"}} {i}\n' for i in range(5))
+        assert len(parse_exposition(text, 100, cache)) == 5
+        assert len(cache.series) <= 8 and len(cache.labels) <= 8

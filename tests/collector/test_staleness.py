@@ -98,6 +98,30 @@ async def test_a_series_missing_from_the_next_scrape_gets_a_stale_marker(
         assert [s.name for s in third.samples] == ["a"]
 
 
+async def test_with_the_parser_cache_warm_a_label_change_or_a_vanished_series_gets_a_marker(
+    exporter: ChangingExporter,
+) -> None:
+    scrapes = Recorder()
+    target = Target(1, "web-1", exporter.url, INTERVAL, INTERVAL)
+    exporter.payload = 'a{x="1"} 1\nb 2\nb 2\n'
+    async with Scraper([scrapes], body_size_limit=1 << 20, sample_limit=100) as scraper:
+        await scraper.sync([target])
+        await scrapes.next()
+        same = await scrapes.next()  # the same series again: known to the cache
+        assert same.layout is not None and stale_names(same) == set()
+        exporter.payload = 'a{x="2"} 1\nb 2\nb 2\n'
+        changed = await scrapes.next()
+        markers = [(s.name, s.labels) for s in changed.with_synthetic() if is_stale_marker(s.value)]
+        assert markers == [("a", (("x", "1"),))]
+        exporter.payload = 'a{x="2"} 3\n'
+        gone = await scrapes.next()
+        markers = [(s.name, s.labels) for s in gone.with_synthetic() if is_stale_marker(s.value)]
+        assert markers == [("b", ())]  # a duplicated line is marked once
+        again = await scrapes.next()
+        assert stale_names(again) == set()
+        assert [(s.name, s.value) for s in again.samples] == [("a", 3.0)]
+
+
 async def test_a_failed_scrape_marks_every_series_stale_once_and_the_status_shows_why(
     exporter: ChangingExporter,
 ) -> None:
