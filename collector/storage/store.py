@@ -179,7 +179,10 @@ WITH pts AS (
                    AS ms,
                u.v AS value
         FROM sample_chunks c, unnest(c.deltas, c.vals) WITH ORDINALITY AS u(d, v, o)
-        WHERE $7::boolean AND c.series_id = ANY($1::bigint[])
+        -- Other modes read chunks from the raw range's start: an hour compacted after the
+        -- watermark was read is there and no longer in the raw rows.
+        WHERE ($7::boolean OR c.block_start >= to_timestamp($6::float8))
+          AND c.series_id = ANY($1::bigint[])
           AND c.block_start > to_timestamp($5::float8 - 3600)
           AND c.block_start <= to_timestamp($3::float8)
           AND c.last_ms >= $5::float8 * 1000 AND c.first_ms <= $3::float8 * 1000
@@ -579,7 +582,8 @@ async def fetch_buckets(
     raw_from = max(start, m_to) if resolution != "raw" else start
     found: dict[int, _Acc] = {}
     # Five minutes before the raw range give its first counter increase; raw mode reads
-    # compacted chunks, the others only the newest raw rows.
+    # compacted chunks, the others only the newest raw rows (and chunks of hours compacted
+    # since the watermark was read).
     args = (ids, start, end, float(step), raw_from - 300, raw_from, resolution == "raw")
     if end - raw_from > 2 * HOUR:
         async with conn.transaction():

@@ -275,3 +275,27 @@ async def test_closed_hours_stay_on_charts_while_a_backlog_of_late_hours_is_merg
     assert report.compacted == [recent]
     chart = await charts.chart(name_is(COUNTER), recent, end, points=60, now=end + 760)
     assert len(chart.series[0].buckets.timestamps) == 60
+
+
+async def test_an_hour_compacted_after_a_chart_read_the_watermark_is_still_on_the_chart(
+    pool: asyncpg.Pool,
+) -> None:
+    # A chart reads the watermark, then the raw rows after it; an hour compacted in between
+    # (or compacted while an older late row keeps the watermark back, as here) is in chunks
+    # past the watermark, and the raw read must find it there.
+    target = await add_target(pool)
+    await write(pool, counter_scrapes(target, [DAY0]))  # a late row in the default partition
+    recent = DAY0 + 2 * HOUR
+    async with pool.acquire() as conn:
+        await maintenance.ensure_partitions(conn, recent)
+    await write(pool, counter_scrapes(target, [recent + 60 * i for i in range(60)]))
+    async with pool.acquire() as conn:
+        await maintenance.compact_block(conn, recent)
+        assert await maintenance.get_mark(conn, "compacted_until") is None
+    end = recent + HOUR
+    chart = await ChartReader(StorageReader(pool)).chart(
+        name_is(COUNTER), recent, end, points=60, now=end + 700
+    )
+    assert chart.resolution == "1m"
+    assert len(chart.series[0].buckets.timestamps) == 60
+    assert sum(chart.series[0].buckets.increase) == pytest.approx(10 * 59)
