@@ -299,3 +299,32 @@ async def test_an_hour_compacted_after_a_chart_read_the_watermark_is_still_on_th
     assert chart.resolution == "1m"
     assert len(chart.series[0].buckets.timestamps) == 60
     assert sum(chart.series[0].buckets.increase) == pytest.approx(10 * 59)
+
+
+async def test_hours_and_days_stay_utc_across_a_daylight_saving_change_of_the_session(
+    database_url: str,
+) -> None:
+    # New York moved its clocks forward at 2026-03-08 07:00 UTC: hours and days stay UTC.
+    day = datetime(2026, 3, 8, tzinfo=UTC).timestamp()
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=2, server_settings={"timezone": "America/New_York"}
+    )
+    assert pool is not None
+    try:
+        await migrate(pool)
+        target = await add_target(pool)
+        times = [day + 6 * HOUR + 60 * i for i in range(120)]  # 06:00-07:59 UTC
+        await write(pool, counter_scrapes(target, times))
+        report = await maintain(pool, day + DAY + 700)
+        assert report.late_merged == [day + 6 * HOUR, day + 7 * HOUR]
+        assert report.days == [day]
+        row = await pool.fetchrow(
+            "SELECT day, slots, counts FROM rollup_1h r JOIN series s ON s.id = r.series_id"
+            " WHERE s.metric = $1",
+            COUNTER,
+        )
+        assert row["day"] == at(day)
+        assert list(row["slots"]) == [6, 7] and list(row["counts"]) == [60, 60]
+        assert await rollup_increase(pool, "rollup_1h") == pytest.approx(10 * 119)
+    finally:
+        await pool.close()
