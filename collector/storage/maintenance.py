@@ -416,10 +416,17 @@ async def roll_up_days(
 async def _expire(conn: asyncpg.Connection, now: float, retention: Retention) -> int:
     deleted = 0
     longest = max(retention.raw, retention.rollup_1m, retention.rollup_1h)
+    # Rows past the raw retention in hours never compacted (after the watermark: maintenance
+    # stopped for longer than the raw retention, an upgraded 001 table) are compacted first,
+    # their chunks going at the next step, so the rollups keep them. Before the watermark the
+    # hour's chunks are gone and its rollups hold the hour: a late row there cannot be merged
+    # and would replace them with a rollup of itself alone, so it goes (as with the raw rows).
+    mark = await get_mark(conn, "compacted_until")
+    raw_cut = _floor(now - retention.raw, HOUR)
+    default_cut = max(_floor(now - longest, HOUR), min(raw_cut, mark if mark is not None else 0.0))
+    status = await conn.execute("DELETE FROM samples_default WHERE ts < $1", _dt(default_cut))
+    deleted += int(status.split()[-1])
     for query, keep, unit in (
-        # Late rows older than the raw retention (an import, a long spool) are merged first
-        # (their chunks go at the next step): the rollups keep their time for longer.
-        ("DELETE FROM samples_default WHERE ts < $1", longest, HOUR),
         ("DELETE FROM sample_chunks WHERE block_start < $1", retention.raw, HOUR),
         ("DELETE FROM rollup_1m WHERE block_start < $1", retention.rollup_1m, HOUR),
         # A day's row holds 24 hours: it goes when its last hour is past retention, not its
@@ -429,7 +436,7 @@ async def _expire(conn: asyncpg.Connection, now: float, retention: Retention) ->
         status = await conn.execute(query, _dt(_floor(_floor(now - keep, HOUR), unit)))
         deleted += int(status.split()[-1])
     for block, name in (await partitions(conn)).items():
-        # Likewise an hour never compacted (maintenance stopped for long) is compacted first.
+        # A partition's hour was never compacted: it is compacted first, as above.
         if block + HOUR <= now - longest:
             await conn.execute(f"DROP TABLE {name}")
     return deleted

@@ -216,7 +216,8 @@ async def test_hourly_rollups_of_a_day_are_kept_until_the_whole_day_is_past_rete
 async def test_rows_older_than_the_raw_retention_still_reach_the_rollups(
     pool: asyncpg.Pool,
 ) -> None:
-    # An import (or a long spool) of samples from 20 days ago: raw samples are kept 15 days,
+    # Maintenance stopped (so no partitions) for longer than the raw retention, or an upgraded
+    # 001 table: rows of hours never compacted, 20 days old. Raw samples are kept 15 days,
     # 1-minute rollups 90 and hourly ones two years, so the rollups must get them.
     target = await add_target(pool)
     times = [DAY0 + 60 * i for i in range(60)]
@@ -328,3 +329,27 @@ async def test_hours_and_days_stay_utc_across_a_daylight_saving_change_of_the_se
         assert await rollup_increase(pool, "rollup_1h") == pytest.approx(10 * 119)
     finally:
         await pool.close()
+
+
+async def test_a_late_row_past_the_raw_retention_leaves_its_hours_rollups_whole(
+    pool: asyncpg.Pool,
+) -> None:
+    # The hour was compacted and rolled up long ago; its chunks are gone with the raw
+    # retention. A row for it arriving now cannot be merged into a chunk that is no longer
+    # there, and must not replace the hour's rollups with a rollup of itself alone.
+    target = await add_target(pool)
+    await write(pool, counter_scrapes(target, [DAY0 + 60 * i for i in range(60)]))
+    await maintain(pool, DAY0 + HOUR + 700)
+    now = DAY0 + 20 * DAY
+    await maintain(pool, now)
+    assert await pool.fetchval("SELECT count(*) FROM sample_chunks") == 0
+    await write(pool, counter_scrapes(target, [DAY0 + 30]))
+    await maintain(pool, now + 60)
+    await maintain(pool, now + 120)
+    counts = (
+        "SELECT sum(c) FROM rollup_1m r JOIN series s ON s.id = r.series_id, unnest(r.counts) c"
+        " WHERE s.metric = $1"
+    )
+    assert await pool.fetchval(counts, COUNTER) == 60
+    assert await rollup_increase(pool, "rollup_1m") == pytest.approx(10 * 59)
+    assert await rollup_increase(pool, "rollup_1h") == pytest.approx(10 * 59)
