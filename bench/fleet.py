@@ -340,7 +340,9 @@ async def day_of_one_server(admin_url: str, repeat: int = 9) -> dict[str, float]
         )
         writer = SampleWriter(pool, "node")
         hours = 25
-        start = _storage.START
+        # The day ends at the last whole hour: history() reads "now" from the clock, and a day
+        # older than rollup_1m's retention would be charted from the 1 h rollups (24 points).
+        start = time.time() // 3600 * 3600 - hours * 3600
         for h in range(hours):
             hour = start + h * 3600
             for k in range(int(3600 / INTERVAL)):
