@@ -38,6 +38,8 @@ HASH_CACHE_MAX = 20_000
 # Series ids the writer keeps by hash (a fleet of 1,000 servers has ~330,000): beyond this the
 # oldest quarter is forgotten and looked up again when needed (one SELECT per batch).
 SERIES_CACHE_MAX = 1_000_000
+# Batches of the memory queue written at once, each on its own connection.
+WRITERS = 2
 # New series created per transaction, ahead of the samples that need them.
 SERIES_PER_TRANSACTION = 20_000
 
@@ -276,32 +278,67 @@ class SampleWriter:
             self._full_warned = False
 
     async def _drain(self, queue: deque[StoredScrape], replay: bool = False) -> bool:
+        """Write ``queue`` from its head. The memory queue goes `WRITERS` batches at a time on
+        as many connections, so that one batch's rows are built while PostgreSQL stores the
+        other's (a spool replay goes one batch at a time, in order). A batch that fails stays
+        at the head of the queue; one written beside it leaves the queue."""
         while queue:
-            batch = _take(queue)
-            try:
-                await self._write(batch, replay)
-            except Exception as err:  # asyncpg also raises InternalClientError on a dying link
-                if _refused(err):
-                    # Find the scrapes it refuses, one at a time; keep the rest.
-                    if not await self._write_each(queue, batch, replay):
-                        return False
-                    continue
-                self._unsure.update(map(id, batch))
-                self.last_error = _first_line(err)
-                if not self._failing:
-                    log.warning(
-                        "database write failed, keeping %d scrapes %s error=%s",
-                        len(queue),
-                        "spooled" if self._spool is not None else "queued",
-                        self.last_error,
-                    )
-                    self._failing = True
-                return False
-            for _ in batch:
-                queue.popleft()
-            if self._failing:
-                log.info("database writes resumed")
-                self._failing = False
+            batches = [_take(queue)]
+            if not replay:
+                while len(batches) < WRITERS:
+                    # Not a server of an earlier batch: the servers' last_seen_at/last_error
+                    # must follow the later scrape whichever transaction commits first.
+                    offset = sum(map(len, batches))
+                    taken = {s.server_id for batch in batches for s in batch}
+                    more = _take(queue, offset, taken)
+                    if not more:
+                        break
+                    batches.append(more)
+            if len(batches) == 1:
+                errors: list[BaseException | None] = [None]
+                try:
+                    await self._write(batches[0], replay)
+                except Exception as err:  # asyncpg raises InternalClientError on a dying link
+                    errors = [err]
+            else:
+                results = await asyncio.gather(
+                    *(self._write(b, replay) for b in batches), return_exceptions=True
+                )
+                for result in results:
+                    if isinstance(result, BaseException) and not isinstance(result, Exception):
+                        raise result  # cancelled: the queue is as it was
+                errors = list(results)
+            failed: list[StoredScrape] = []
+            for batch, error in zip(batches, errors, strict=True):
+                for _ in batch:
+                    queue.popleft()
+                if error is not None:
+                    failed.extend(batch)
+            # The failed batches go back to the head, in their order.
+            queue.extendleft(reversed(failed))
+            first = next((e for e in errors if e is not None), None)
+            if first is None:
+                if self._failing:
+                    log.info("database writes resumed")
+                    self._failing = False
+                continue
+            assert isinstance(first, Exception)
+            if _refused(first) and all(e is None or _refused(e) for e in errors):
+                # Find the scrapes it refuses, one at a time; keep the rest.
+                if not await self._write_each(queue, failed, replay):
+                    return False
+                continue
+            self._unsure.update(map(id, failed))
+            self.last_error = _first_line(next(e for e in errors if e and not _refused(e)))
+            if not self._failing:
+                log.warning(
+                    "database write failed, keeping %d scrapes %s error=%s",
+                    len(queue),
+                    "spooled" if self._spool is not None else "queued",
+                    self.last_error,
+                )
+                self._failing = True
+            return False
         return True
 
     async def _write_each(
@@ -532,12 +569,17 @@ class SampleWriter:
         )
 
 
-def _take(queue: deque[StoredScrape]) -> list[StoredScrape]:
-    """The oldest scrapes of ``queue`` up to `BATCH` scrapes or `BATCH_SAMPLES` samples
-    (at least one scrape)."""
+def _take(
+    queue: deque[StoredScrape], offset: int = 0, avoid: set[int] | None = None
+) -> list[StoredScrape]:
+    """The oldest scrapes of ``queue`` from ``offset`` up to `BATCH` scrapes or
+    `BATCH_SAMPLES` samples (at least one scrape unless ``avoid``), stopping before a scrape
+    of a server in ``avoid``."""
     batch: list[StoredScrape] = []
     samples = 0
-    for scrape in queue:
+    for scrape in itertools.islice(queue, offset, None):
+        if avoid is not None and scrape.server_id in avoid:
+            break
         if batch and (len(batch) >= BATCH or samples + len(scrape.samples) > BATCH_SAMPLES):
             break
         batch.append(scrape)

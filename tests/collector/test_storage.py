@@ -421,3 +421,27 @@ async def test_a_bounded_series_cache_forgets_ids_and_finds_them_again(pool: asy
     )
     assert sorted(r["n"] for r in per_series) == [1] * 4 + [2] * 20
     assert writer.duplicates == 0
+
+
+async def test_batches_written_two_at_a_time_store_everything_once_and_the_latest_last_seen(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With small batches a queue of 30 scrapes goes two batches at a time (never one server in
+    both), every sample once, and each server's last_seen_at is its latest scrape."""
+    from vpsmon.collector.storage import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "BATCH", 2)
+    targets = [
+        await add_server(pool, f"web-{i}", f"http://10.0.0.{i}:9190/metrics") for i in range(3)
+    ]
+    writer = SampleWriter(pool, "node")
+    for k in range(10):
+        for target in targets:
+            await writer.append(good_result(target, T0 + 15 * k))
+    assert await writer.flush()
+    assert writer.pending == 0
+    assert await pool.fetchval("SELECT count(*) FROM samples") == 30 * 5
+    assert await pool.fetchval("SELECT count(DISTINCT (series_id, ts)) FROM samples") == 30 * 5
+    assert writer.duplicates == 0
+    seen = {r["last_seen_at"] for r in await pool.fetch("SELECT last_seen_at FROM servers")}
+    assert seen == {datetime.fromtimestamp(T0 + 15 * 9, UTC)}
