@@ -27,6 +27,7 @@ from vpsmon.config import (
     parse_bool,
     parse_duration,
     parse_hostport,
+    parse_nonnegative_int,
     parse_optional_str,
     parse_path,
     parse_positive_int,
@@ -278,6 +279,13 @@ SETTINGS: tuple[Setting, ...] = (
         "it the session goes on and its recording stops, marked truncated.",
     ),
     Setting(
+        "web.upload_max_bytes",
+        parse_nonnegative_int,
+        2 * 1024**3,
+        "Largest file the file manager accepts in one upload, in bytes (0: no limit); a larger "
+        "upload is refused with 413 before anything is written on the server.",
+    ),
+    Setting(
         "status_page.enabled",
         parse_bool,
         False,
@@ -410,6 +418,7 @@ class CollectorConfig:
     reauth_ttl: float = 300.0
     audit_retention: float = 365 * 86400.0
     terminal_recording_max_bytes: int = 16 * 1024 * 1024
+    upload_max_bytes: int = 2 * 1024**3
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     promql: PromQLConfig = field(default_factory=PromQLConfig)
     status_page: bool = False
@@ -458,6 +467,7 @@ def load_config(
         reauth_ttl=v["web.reauth_ttl"],
         audit_retention=v["web.audit_retention"],
         terminal_recording_max_bytes=v["web.terminal_recording_max_bytes"],
+        upload_max_bytes=v["web.upload_max_bytes"],
         notify=NotifyConfig(
             resolve_timeout=v["notify.resolve_timeout"],
             allowed_hosts=v["notify.allowed_hosts"],

@@ -134,6 +134,19 @@ def parse_positive_int(value: Any) -> int:
     return number
 
 
+def parse_nonnegative_int(value: Any) -> int:
+    """A whole number >= 0 (limits where 0 means none)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if number < 0 or (isinstance(value, float) and value != number):
+        raise ValueError(f"expected a whole number of 0 or more, got {value!r}")
+    return number
+
+
 def parse_regex(value: Any) -> re.Pattern[str]:
     text = parse_str(value)
     try:

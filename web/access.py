@@ -117,8 +117,11 @@ def step_up_fresh(request: web.Request) -> bool:
 
 
 async def require_step_up(request: web.Request) -> User:
-    """Sensitive actions (terminal, commands, files, user management) ask for the password or
-    TOTP code again unless it was given in the last `web.reauth_ttl` (5 minutes).
+    """Sensitive actions ask for the password or TOTP code again unless it was given in the
+    last `web.reauth_ttl` (5 minutes): the terminal and commands (web/command.py, exec and
+    pty), every file change made from a browser session (upload, editor save, mkdir, rename,
+    delete, chmod; browsing and downloading do not ask; web/files.py lets API tokens change
+    files without it), and account, token and user management (web/users.py).
 
     API tokens cannot step up, so they cannot do these actions through the web: 403.
     Pages are redirected to /reauth?next=…; the API answers 401 {"error", "reauth": "/reauth"}.

@@ -14,8 +14,11 @@ open_agent checks, in this order, and refuses with the first that fails:
    exist, so ids cannot be probed;
 4. the server is enrolled: 409 "not enrolled" otherwise;
 5. the feature is enabled for that server: 403 otherwise;
-6. for exec and pty: a fresh step-up (password or TOTP in the last web.reauth_ttl): 401
-   {"reauth": "/reauth"} on the API, a redirect to /reauth on pages.
+6. for exec and pty, and for any call that changes files from a browser session
+   (`step_up=True`: upload, save, mkdir, rename, delete, chmod; writing
+   ~/.ssh/authorized_keys is as strong as exec; web/files.py): a fresh
+   step-up (password or TOTP in the last web.reauth_ttl): 401 {"reauth": "/reauth"} on the
+   API, a redirect to /reauth on pages. Browsing and downloading files do not ask.
 The exporter checks again on its side (pinned collector key, token, its own feature switches).
 """
 
@@ -73,8 +76,12 @@ def _refuse(request: web.Request, cls: type[web.HTTPException], message: str) ->
     return cls(text=message)
 
 
-async def open_agent(request: web.Request, server_id: int, feature: str) -> Agent:
-    """The Agent for `server_id` and `feature` after every check (module docstring)."""
+async def open_agent(
+    request: web.Request, server_id: int, feature: str, *, step_up: bool = False
+) -> Agent:
+    """The Agent for `server_id` and `feature` after every check (module docstring).
+
+    `step_up=True` asks for a fresh step-up whatever the feature (file changes)."""
     if feature not in FEATURES:
         raise ValueError(f"unknown feature {feature!r}; one of {FEATURES}")
     access.require_user(request)
@@ -99,7 +106,7 @@ async def open_agent(request: web.Request, server_id: int, feature: str) -> Agen
             f"{feature} is not enabled on server {server.name!r}: enrol it again with"
             f" {feature} ticked",
         )
-    if feature in STEP_UP_FEATURES:
+    if step_up or feature in STEP_UP_FEATURES:
         await access.require_step_up(request)
     pool = request.app[AGENTS]
     return Agent(pool.stub(record.target), pool, record, server, user, feature)

@@ -14,11 +14,21 @@ Page: ``GET /servers/{id}/files?path=…``. JSON API under ``/api/servers/{id}/f
                                 changed since `modified`
     POST mkdir    {"path"}                  POST rename {"path", "new_path"}
     POST delete   {"path", "recursive"}     POST chmod  {"path", "mode": "0755"}
+    GET  may-change             200 {"upload_max_bytes"} when changes may be made now; else
+                                the step-up's 401 {"reauth"} (the page asks before uploading)
 
 Every call goes through `open_agent(request, id, "files")` (login, operator role, server
-access as 404, enrolment, the feature switched on), state changes need the CSRF token (the
-session middleware checks X-CSRF-Token), and each change is written to the audit log before it
-runs, with a second `success: false` entry when it failed. The exporter's policy is the
+access as 404, enrolment, the feature switched on); every change made from a browser session
+also needs a fresh step-up (password or TOTP in the last web.reauth_ttl, as exec and the
+terminal do: a file written to ~/.ssh/authorized_keys or a cron directory runs code as surely
+as exec), while browsing and downloading do not. API tokens (scripts) are not asked. State
+changes need the CSRF token (the session middleware checks X-CSRF-Token), and each change is
+written to the audit log before it runs, with a second `success: false` entry when it failed.
+
+Uploads are limited to web.upload_max_bytes (0: no limit): a Content-Length over it is refused
+with 413 before anything reaches the exporter, and a body without one is counted as it streams
+and the write cancelled once it passes the limit (the exporter then removes its temporary file,
+so no partial file stays). The exporter's policy is the
 authority on paths: it resolves symlinks and `..` and refuses anything outside its file roots;
 its reason comes back to the browser as `{"error": …, "code": …}`.
 
@@ -29,6 +39,7 @@ written to the browser chunk by chunk as the exporter sends them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -45,7 +56,7 @@ from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.web import access
 from vpsmon.web.command import Agent, audit_command, open_agent
 from vpsmon.web.dashboard import server_id_param
-from vpsmon.web.keys import POOL
+from vpsmon.web.keys import CONFIG, POOL
 
 log = logging.getLogger("vpsmon.web.files")
 
@@ -79,18 +90,51 @@ def setup(app: web.Application) -> None:
     app.router.add_post(api + "/rename", api_rename)
     app.router.add_post(api + "/delete", api_delete)
     app.router.add_post(api + "/chmod", api_chmod)
+    app.router.add_get(api + "/may-change", api_may_change)
 
 
 # ---------------------------------------------------------------- errors and arguments
 
 
-def json_error(cls: type[web.HTTPException], message: str, **extra: Any) -> web.HTTPException:
+def json_error(
+    cls: type[web.HTTPException], message: str, *, max_size: int = TEXT_LIMIT, **extra: Any
+) -> web.HTTPException:
     text = json.dumps({"error": message, **extra})
     if cls is web.HTTPRequestEntityTooLarge:  # it wants the sizes for its default text
         return web.HTTPRequestEntityTooLarge(
-            TEXT_LIMIT, 0, text=text, content_type="application/json"
+            max_size, 0, text=text, content_type="application/json"
         )
     return cls(text=text, content_type="application/json")
+
+
+def size_text(size: int) -> str:
+    """1,536 bytes -> '1.5 KiB' (messages about limits)."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size:,} bytes" if unit == "bytes" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{size:,} bytes"  # pragma: no cover (the loop returns)
+
+
+def upload_too_large(limit: int, size: int | None = None) -> web.HTTPException:
+    what = f"this upload ({size_text(size)})" if size is not None else "this upload"
+    return json_error(
+        web.HTTPRequestEntityTooLarge,
+        f"{what} is larger than the {size_text(limit)} this collector accepts"
+        " (web.upload_max_bytes)",
+        max_size=limit,
+        code="UPLOAD_TOO_LARGE",
+        limit=limit,
+    )
+
+
+class UploadRefused(Exception):
+    """The upload was stopped by the collector (past web.upload_max_bytes): `response` says why."""
+
+    def __init__(self, response: web.HTTPException, reason: str) -> None:
+        super().__init__(reason)
+        self.response = response
 
 
 def agent_error(err: grpc.aio.AioRpcError) -> web.HTTPException:
@@ -218,14 +262,20 @@ async def changed(
         return await call()
     except grpc.aio.AioRpcError as err:
         failure = agent_error(err)
-        await audit_command(
-            request,
-            action,
-            server_id,
-            {**detail, "error": err.details() or err.code().name},
-            success=False,
-        )
-        raise failure from None
+        reason = err.details() or err.code().name
+    except UploadRefused as err:
+        failure, reason = err.response, str(err)
+    await audit_command(request, action, server_id, {**detail, "error": reason}, success=False)
+    raise failure from None
+
+
+async def open_for_change(request: web.Request) -> Agent:
+    """The files Agent for a change: every check of open_agent and, for a browser session, a
+    fresh step-up. An API token is the scripted way to change files (docs/files.md): creating
+    one needed a step-up, it is revocable, and the Fleet service lets it run commands anyway,
+    so it is not asked (it could not answer)."""
+    fresh = not access.via_token(request)
+    return await open_agent(request, server_id_param(request), "files", step_up=fresh)
 
 
 # ---------------------------------------------------------------- page
@@ -246,6 +296,17 @@ async def files_page(request: web.Request) -> web.Response:
         server=server,
         start=request.query.get("path", ""),
         text_limit=TEXT_LIMIT,
+        upload_max_bytes=request.app[CONFIG].upload_max_bytes,
+    )
+
+
+async def api_may_change(request: web.Request) -> web.Response:
+    """200 when this user may change files on the server now (fresh step-up included); the
+    page asks before an upload, whose body a refusal could not stop once it is on its way."""
+    await open_for_change(request)
+    return web.json_response(
+        {"ok": True, "upload_max_bytes": request.app[CONFIG].upload_max_bytes},
+        headers={"Cache-Control": "no-store"},
     )
 
 
@@ -379,7 +440,10 @@ async def api_text_read(request: web.Request) -> web.Response:
 
 
 async def api_upload(request: web.Request) -> web.Response:
-    agent = await open_agent(request, server_id_param(request), "files")
+    agent = await open_for_change(request)
+    limit = request.app[CONFIG].upload_max_bytes
+    if limit and request.content_length is not None and request.content_length > limit:
+        raise upload_too_large(limit, request.content_length)
     path = check_path(request.query.get("path"))
     overwrite = flag(request.query, "overwrite")
     mode = parse_mode(request.query["mode"]) if request.query.get("mode") else 0
@@ -400,26 +464,41 @@ async def api_upload(request: web.Request) -> web.Response:
             web.HTTPConflict, f"{path}: exists (upload again to replace it)", code="ALREADY_EXISTS"
         )
     received = 0
+    over_limit = False
 
     async def messages() -> AsyncIterator[pb.FileWriteRequest]:
-        nonlocal received
+        nonlocal received, over_limit
         yield pb.FileWriteRequest(
             header=pb.FileWriteHeader(path=path, mode=mode, overwrite=overwrite, sha256=digest)
         )
         async for piece in request.content.iter_chunked(CHUNK):
             received += len(piece)
+            if limit and received > limit:
+                # gRPC cancels the call when its request iterator raises; the exporter then
+                # aborts the write and removes its temporary file.
+                over_limit = True
+                raise OverflowError("upload past web.upload_max_bytes")
             yield pb.FileWriteRequest(data=piece)
+
+    async def write() -> pb.FileInfo:
+        try:
+            info: pb.FileInfo = await agent.stub.FileWrite(
+                messages(), **options(agent, stream=True)
+            )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if over_limit and task is not None and not task.cancelling():
+                # Our own cancel (above), not the browser going away.
+                raise UploadRefused(
+                    upload_too_large(limit), f"larger than web.upload_max_bytes ({limit})"
+                ) from None
+            raise
+        return info
 
     detail: dict[str, Any] = {"path": path, "overwrite": overwrite}
     if request.content_length is not None:
         detail["size"] = request.content_length
-    info = await changed(
-        request,
-        agent,
-        "file.upload",
-        detail,
-        lambda: agent.stub.FileWrite(messages(), **options(agent, stream=True)),
-    )
+    info = await changed(request, agent, "file.upload", detail, write)
     if request.content_length is not None and received != request.content_length:
         # Cannot happen with aiohttp (it ends the body with an error) but a torn upload must
         # never look complete.
@@ -452,7 +531,7 @@ def _too_large() -> web.HTTPException:
 
 
 async def api_text_save(request: web.Request) -> web.Response:
-    agent = await open_agent(request, server_id_param(request), "files")
+    agent = await open_for_change(request)
     path = check_path(request.query.get("path"))
     body = await read_text_body(request)
     info = await stat(agent, path)
@@ -491,7 +570,7 @@ async def api_text_save(request: web.Request) -> web.Response:
 
 
 async def api_mkdir(request: web.Request) -> web.Response:
-    agent = await open_agent(request, server_id_param(request), "files")
+    agent = await open_for_change(request)
     body = await json_body(request)
     path = check_path(body.get("path"))
     mode = parse_mode(body["mode"]) if body.get("mode") not in (None, "") else 0
@@ -506,7 +585,7 @@ async def api_mkdir(request: web.Request) -> web.Response:
 
 
 async def api_rename(request: web.Request) -> web.Response:
-    agent = await open_agent(request, server_id_param(request), "files")
+    agent = await open_for_change(request)
     body = await json_body(request)
     path = check_path(body.get("path"))
     new_path = check_path(body.get("new_path"), "new_path")
@@ -523,7 +602,7 @@ async def api_rename(request: web.Request) -> web.Response:
 
 
 async def api_delete(request: web.Request) -> web.Response:
-    agent = await open_agent(request, server_id_param(request), "files")
+    agent = await open_for_change(request)
     body = await json_body(request)
     path = check_path(body.get("path"))
     recursive = body.get("recursive") is True
@@ -542,7 +621,7 @@ async def api_delete(request: web.Request) -> web.Response:
 
 
 async def api_chmod(request: web.Request) -> web.Response:
-    agent = await open_agent(request, server_id_param(request), "files")
+    agent = await open_for_change(request)
     body = await json_body(request)
     path = check_path(body.get("path"))
     mode = parse_mode(body.get("mode"))

@@ -6,6 +6,7 @@ zh-CN)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -53,6 +54,9 @@ async def test_an_operator_uploads_downloads_and_edits_files_in_the_browser(
     upload = tmp_path / "upload" / "backup-备份.tar"
     upload.parent.mkdir()
     upload.write_bytes(os.urandom(6 * 1024 * 1024))
+    too_big = tmp_path / "upload" / "too-big.iso"
+    too_big.write_bytes(b"\0" * (9 * 1024 * 1024))
+    command_rig.config = dataclasses.replace(command_rig.config, upload_max_bytes=8 * 1024 * 1024)
     web = await command_rig.start_web()
     base = web.origin
     alerts: list[str] = []
@@ -137,6 +141,43 @@ async def test_an_operator_uploads_downloads_and_edits_files_in_the_browser(
             await page.click("#ask-ok")
             await page.locator("tr[data-name='old-releases']").wait_for(state="detached")
             assert not (box.files / "old-releases").exists()
+
+            # The upload limit is shown, and a larger file is refused before it is sent.
+            assert await page.inner_text("#upload-limit") == "Uploads up to 8.0 MiB."
+            await page.set_input_files("#upload-input", str(too_big))
+            refused = page.locator(".transfer.failed").filter(has_text="too-big.iso")
+            await refused.wait_for()
+            assert "accepts uploads up to 8.0 MiB" in await refused.inner_text()
+            assert not (box.files / too_big.name).exists()
+
+            # Changes need a recent step-up: the dialog asks, a wrong password is said so, the
+            # right one lets the change go on; browsing does not ask.
+            await command_rig.age_step_up("olga")
+            await page.click("#refresh")
+            await page.click("#mkdir")
+            await page.fill("#ask-input", "after-step-up")
+            await page.click("#ask-ok")
+            step_up = page.locator("#step-up")
+            await step_up.wait_for()
+            await page.fill("#step-up input[name=password]", "wrong password")
+            await page.click("#step-up-ok")
+            await page.locator("#step-up-error").filter(has_text="Wrong password").wait_for()
+            await page.screenshot(path=str(artifacts_dir / "files-step-up.png"))
+            assert not (box.files / "after-step-up").exists()
+            await page.fill("#step-up input[name=password]", PASSWORD)
+            await page.click("#step-up-ok")
+            await page.wait_for_selector("tr[data-name='after-step-up']")
+            assert not await step_up.is_visible()
+            # Cancelled: nothing changes and the page says why.
+            await command_rig.age_step_up("olga")
+            await page.locator("tr[data-name='after-step-up'] button.delete").click()
+            await page.click("#ask-ok")
+            await step_up.wait_for()
+            await page.click("#step-up-cancel")
+            await (
+                page.locator("#error").filter(has_text="re-authentication was cancelled").wait_for()
+            )
+            assert (box.files / "after-step-up").is_dir()
 
             # Into a folder and back by the breadcrumb.
             await page.locator("tr[data-name='logs'] button.entry-name").click()

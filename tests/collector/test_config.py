@@ -107,6 +107,7 @@ def test_the_good_config_file_sets_every_value() -> None:
     assert config.head_window == 1200.0
     assert config.storage_timescaledb == "auto"
     assert (config.fleet_exec_concurrency, config.fleet_exec_timeout) == (20, 120.0)
+    assert config.upload_max_bytes == 0  # no limit
 
 
 def test_the_good_config_file_touches_every_setting_in_the_table() -> None:

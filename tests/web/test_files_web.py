@@ -4,6 +4,7 @@ transfers through the collector, the exporter's roots, who may do what, CSRF, au
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import resource
@@ -16,8 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.command_fixtures import CommandRig, EnrolledServer, EnrollServer, Web
-from vpsmon.collector import audit
+from tests.command_fixtures import PASSWORD, CommandRig, EnrolledServer, EnrollServer, Web
+from vpsmon.collector import audit, tokens
 from vpsmon.web.files import TEXT_LIMIT, content_disposition
 
 MIB = 1024 * 1024
@@ -147,6 +148,147 @@ async def test_an_upload_the_browser_abandons_leaves_no_file_behind(
             break
         await asyncio.sleep(0.1)
     assert list(box.files.iterdir()) == []
+
+
+async def test_an_upload_declaring_more_than_the_limit_is_refused_with_413_before_any_write(
+    command_rig: CommandRig, enrolled_server: EnrollServer
+) -> None:
+    box = await enrolled_server("files")
+    await command_rig.grant("olga", box.server_id)
+    command_rig.config = dataclasses.replace(command_rig.config, upload_max_bytes=MIB)
+    web = await command_rig.start_web()
+    client, csrf = await signed_in(web)
+    async with client:
+        resp = await client.put(
+            api(box, "upload", path=str(box.files / "big.bin")),
+            data=b"x" * (2 * MIB),
+            headers={**csrf, "Content-Type": "application/octet-stream"},
+        )
+        assert resp.status == 413, await resp.text()
+        body = await resp.json()
+        assert body["code"] == "UPLOAD_TOO_LARGE" and body["limit"] == MIB
+        assert "web.upload_max_bytes" in body["error"] and "1.0 MiB" in body["error"]
+        # At the limit exactly is fine.
+        resp = await client.put(
+            api(box, "upload", path=str(box.files / "fits.bin")), data=b"y" * MIB, headers=csrf
+        )
+        assert resp.status == 200, await resp.text()
+        # The page shows the limit and asks before uploading.
+        check = await client.get(api(box, "may-change"))
+        assert check.status == 200 and (await check.json())["upload_max_bytes"] == MIB
+        page = await (await client.get(f"/servers/{box.server_id}/files")).text()
+        assert f'data-upload-max="{MIB}"' in page
+    assert sorted(p.name for p in box.files.iterdir()) == ["fits.bin"]
+    entries = await audit.search(command_rig.pool, audit.AuditQuery(action="file.upload"))
+    assert [e.detail["path"] for e in entries] == [str(box.files / "fits.bin")]
+
+
+async def test_a_streamed_upload_past_the_limit_is_stopped_and_leaves_no_partial_file(
+    command_rig: CommandRig, enrolled_server: EnrollServer
+) -> None:
+    """No Content-Length (chunked): the collector counts while it streams to the exporter."""
+    box = await enrolled_server("files")
+    (box.files / "old.bin").write_bytes(b"old")
+    chown_nobody(box.files / "old.bin")
+    await command_rig.grant("olga", box.server_id)
+    command_rig.config = dataclasses.replace(command_rig.config, upload_max_bytes=3 * MIB)
+    web = await command_rig.start_web()
+    client, csrf = await signed_in(web)
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(64):  # 64 MiB unless stopped
+            yield b"z" * MIB
+
+    async with client:
+        for name, overwrite in (("new.bin", "0"), ("old.bin", "1")):
+            try:
+                resp = await client.put(
+                    api(box, "upload", path=str(box.files / name), overwrite=overwrite),
+                    data=endless(),
+                    headers=csrf,
+                )
+            except aiohttp.ClientError as err:  # the collector may close before reading all
+                pytest.fail(f"the 413 did not reach the client: {err!r}")
+            assert resp.status == 413, await resp.text()
+            assert (await resp.json())["code"] == "UPLOAD_TOO_LARGE"
+    for _ in range(50):  # the exporter notices the cancelled stream and removes its temp file
+        if sorted(p.name for p in box.files.iterdir()) == ["old.bin"]:
+            break
+        await asyncio.sleep(0.1)
+    assert sorted(p.name for p in box.files.iterdir()) == ["old.bin"]
+    assert (box.files / "old.bin").read_bytes() == b"old"  # the file it would replace is intact
+    entries = await audit.search(command_rig.pool, audit.AuditQuery(action="file.upload"))
+    failed = [e for e in entries if not e.success]
+    assert len(failed) == 2 and all("upload_max_bytes" in e.detail["error"] for e in failed)
+
+
+async def test_no_upload_limit_when_set_to_zero(
+    command_rig: CommandRig, enrolled_server: EnrollServer
+) -> None:
+    box = await enrolled_server("files")
+    await command_rig.grant("olga", box.server_id)
+    command_rig.config = dataclasses.replace(command_rig.config, upload_max_bytes=0)
+    web = await command_rig.start_web()
+    client, csrf = await signed_in(web)
+    async with client:
+        resp = await client.put(
+            api(box, "upload", path=str(box.files / "a.bin")), data=b"a" * (3 * MIB), headers=csrf
+        )
+        assert resp.status == 200, await resp.text()
+        page = await (await client.get(f"/servers/{box.server_id}/files")).text()
+        assert 'data-upload-max="0"' in page and 'id="upload-limit"' not in page
+    assert (box.files / "a.bin").stat().st_size == 3 * MIB
+
+
+async def test_file_changes_need_a_fresh_step_up_but_browsing_and_downloading_do_not(
+    command_rig: CommandRig, enrolled_server: EnrollServer
+) -> None:
+    box = await enrolled_server("files")
+    (box.files / "keep.txt").write_text("keep")
+    (box.files / "dir").mkdir()
+    chown_nobody(box.files / "keep.txt", box.files / "dir")
+    await command_rig.grant("olga", box.server_id)
+    web = await command_rig.start_web()
+    client, csrf = await signed_in(web)
+    keep = str(box.files / "keep.txt")
+    async with client:
+        await command_rig.age_step_up("olga")
+        for resp in (
+            await client.get(api(box, "list")),
+            await client.get(api(box, "stat", path=keep)),
+            await client.get(api(box, "download", path=keep)),
+            await client.get(api(box, "text", path=keep)),
+        ):
+            assert resp.status == 200, (resp.url, resp.status, await resp.text())
+        for resp in (
+            await client.get(api(box, "may-change")),
+            await client.put(
+                api(box, "upload", path=str(box.files / "u")), data=b"u", headers=csrf
+            ),
+            await client.put(api(box, "text", path=keep), data=b"gone", headers=csrf),
+            await client.post(api(box, "mkdir"), json={"path": str(box.files / "d")}, headers=csrf),
+            await client.post(
+                api(box, "rename"), json={"path": keep, "new_path": keep + ".x"}, headers=csrf
+            ),
+            await client.post(
+                api(box, "delete"), json={"path": str(box.files / "dir")}, headers=csrf
+            ),
+            await client.post(api(box, "chmod"), json={"path": keep, "mode": "777"}, headers=csrf),
+        ):
+            assert resp.status == 401, (resp.url, resp.status)
+            assert await resp.json() == {"error": "re-authentication required", "reauth": "/reauth"}
+        assert sorted(p.name for p in box.files.iterdir()) == ["dir", "keep.txt"]
+        assert (box.files / "keep.txt").read_text() == "keep"
+        assert (box.files / "keep.txt").stat().st_mode & 0o777 != 0o777
+        # After the password again, the same change goes through.
+        resp = await client.post("/api/reauth", json={"password": PASSWORD}, headers=csrf)
+        assert resp.status == 200, await resp.text()
+        resp = await client.post(
+            api(box, "mkdir"), json={"path": str(box.files / "d")}, headers=csrf
+        )
+        assert resp.status == 200, await resp.text()
+    assert (box.files / "d").is_dir()
+    assert not await audit.search(command_rig.pool, audit.AuditQuery(action="file.write"))
 
 
 async def test_an_existing_file_is_replaced_only_when_asked(
@@ -533,3 +675,36 @@ async def test_hostile_file_names_come_back_as_data_and_as_a_safe_download_heade
     assert content_disposition(HOSTILE).startswith(
         'attachment; filename="_img src_x onerror_alert_1__.txt"'
     )
+
+
+async def test_an_api_token_changes_files_without_a_step_up_as_docs_files_md_shows(
+    command_rig: CommandRig, enrolled_server: EnrollServer
+) -> None:
+    """Scripts upload with `Authorization: Bearer` (docs/files.md's curl example): a token
+    cannot answer a step-up, so it is not asked; a viewer's token is still refused."""
+    box = await enrolled_server("files")
+    await command_rig.grant("olga", box.server_id)
+    await command_rig.grant("vic", box.server_id)
+    web = await command_rig.start_web()
+    _, olga = await tokens.create_token(command_rig.pool, command_rig.users["olga"].id, "backup")
+    _, vic = await tokens.create_token(command_rig.pool, command_rig.users["vic"].id, "ro")
+    data = os.urandom(300_000)
+    target = str(box.files / "backup.tar")
+    async with aiohttp.ClientSession(base_url=web.origin) as client:
+        resp = await client.put(
+            api(box, "upload", path=target, sha256=hashlib.sha256(data).hexdigest()),
+            data=data,
+            headers={"Authorization": f"Bearer {olga}"},
+        )
+        assert resp.status == 200, await resp.text()
+        resp = await client.get(
+            api(box, "download", path=target), headers={"Authorization": f"Bearer {olga}"}
+        )
+        assert resp.status == 200 and await resp.read() == data
+        resp = await client.post(
+            api(box, "delete"), json={"path": target}, headers={"Authorization": f"Bearer {vic}"}
+        )
+        assert resp.status == 403, await resp.text()
+    assert (box.files / "backup.tar").read_bytes() == data
+    entries = await audit.search(command_rig.pool, audit.AuditQuery(action="file.upload"))
+    assert [e.detail.get("api_token_id") is not None for e in entries] == [True]

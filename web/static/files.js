@@ -10,6 +10,8 @@ const API = `/api/servers/${SERVER}/files`;
 // left to the browser's own download manager, which streams them to disk.
 const BLOB_LIMIT = 512 * 1024 * 1024;
 const LANG = document.documentElement.lang || "en";
+// web.upload_max_bytes (0: no limit): bigger files are refused here, before any byte is sent.
+const UPLOAD_MAX = Number(data.uploadMax) || 0;
 
 const $ = (id) => document.getElementById(id);
 const state = { path: "", roots: [], entries: [] };
@@ -21,14 +23,21 @@ class ApiError extends Error {
 }
 
 async function failure(resp) {
-  let message = `${resp.status} ${resp.statusText}`, code = "";
+  let message = `${resp.status} ${resp.statusText}`, code = "", reauth = false, limit = 0;
   try {
     const body = await resp.json();
     if (body && body.error) { message = body.error; code = body.code || ""; }
+    reauth = resp.status === 401 && Boolean(body && body.reauth);
+    limit = (body && body.limit) || 0;
   } catch (_) { /* not JSON: keep the status line */ }
-  return new ApiError(resp.status, message, code);
+  const err = new ApiError(resp.status, message, code);
+  err.reauth = reauth;
+  err.limit = limit;
+  return err;
 }
 
+// Changes need a recent step-up (web/files.py): a 401 {"reauth"} opens the dialog, and the
+// call is made again once the password or code was accepted.
 async function call(method, action, { query = {}, json, body, headers = {} } = {}) {
   const url = `${API}/${action}?` + new URLSearchParams(query);
   const init = { method, headers: { ...headers }, credentials: "same-origin" };
@@ -39,9 +48,59 @@ async function call(method, action, { query = {}, json, body, headers = {} } = {
   } else if (body !== undefined) {
     init.body = body;
   }
-  const resp = await fetch(url, init);
-  if (!resp.ok) throw await failure(resp);
-  return resp.json();
+  for (;;) {
+    const resp = await fetch(url, init);
+    if (resp.ok) return resp.json();
+    const err = await failure(resp);
+    if (err.reauth) {
+      if (await stepUp()) continue;
+      throw new ApiError(401, T["files.step_up_cancelled"], "STEP_UP_CANCELLED");
+    }
+    if (resp.status === 401) location.href = "/login";
+    throw err;
+  }
+}
+
+// The step-up dialog: posts the password or TOTP code to /api/reauth; true once accepted.
+function stepUp() {
+  const dialog = $("step-up");
+  const form = $("step-up-form");
+  const error = $("step-up-error");
+  error.hidden = true;
+  form.reset();
+  return new Promise((resolve) => {
+    const done = (ok) => {
+      form.onsubmit = null; $("step-up-cancel").onclick = null; dialog.oncancel = null;
+      if (dialog.open) dialog.close();
+      resolve(ok);
+    };
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const password = form.elements.password.value, code = form.elements.code.value.trim();
+      let resp;
+      try {
+        resp = await fetch("/api/reauth", {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
+          body: JSON.stringify(code ? { code } : { password }),
+        });
+      } catch (_) {
+        error.textContent = T["files.err.network"];
+        error.hidden = false;
+        return;
+      }
+      if (resp.ok) { done(true); return; }
+      let body = {};
+      try { body = await resp.json(); } catch (_) { /* not JSON */ }
+      error.textContent = resp.status === 401 ? T["files.step_up_wrong"] : (body.error || `HTTP ${resp.status}`);
+      error.hidden = false;
+    };
+    $("step-up-cancel").onclick = () => done(false);
+    dialog.oncancel = (ev) => { ev.preventDefault(); done(false); };
+    dialog.showModal();
+    form.elements.password.focus();
+  });
 }
 
 // The server's reasons are English one-liners; the ones people meet daily get a sentence in the
@@ -58,6 +117,7 @@ function explain(err) {
     if (err.status === 403 && /outside/.test(err.message)) return fmt(T["files.err.outside"], { reason: err.message });
     if (err.status === 403 && / is not enabled /.test(err.message)) return fmt(T["files.err.disabled"], { reason: err.message });
     if (err.status === 409 && /not enrolled/.test(err.message)) return fmt(T["files.err.not_enrolled"], { reason: err.message });
+    if (err.code === "UPLOAD_TOO_LARGE") return fmt(T["files.err.upload_too_large"], { limit: bytes(err.limit || UPLOAD_MAX), reason: err.message });
     if (REASONS[err.code]) return fmt(T[REASONS[err.code]], { reason: err.message });
     return err.message;
   }
@@ -391,6 +451,7 @@ function uploadOne(file, dir, overwrite) {
         try {
           const body = JSON.parse(xhr.responseText);
           if (body && body.error) err = new ApiError(xhr.status, body.error, body.code || "");
+          if (body && body.limit) err.limit = body.limit;
         } catch (_) { /* not JSON: keep the status line */ }
         view.finish(false, explain(err));
         showError(err);
@@ -404,7 +465,17 @@ function uploadOne(file, dir, overwrite) {
 
 async function upload(files) {
   const dir = state.path;
+  // Asked first (step-up dialog included): an upload's body cannot be taken back once sent.
+  try {
+    await call("GET", "may-change");
+  } catch (err) { showError(err); return; }
   for (const file of files) {
+    if (UPLOAD_MAX && file.size > UPLOAD_MAX) {
+      const text = fmt(T["files.err.file_too_large"], { name: file.name, size: bytes(file.size), limit: bytes(UPLOAD_MAX) });
+      transferRow(fmt(T["files.uploading"], { name: file.name })).finish(false, text);
+      showError(text);
+      continue;
+    }
     try {
       let overwrite = false;
       if (await exists(join(dir, file.name))) {
@@ -545,4 +616,5 @@ zone.addEventListener("drop", (ev) => {
 });
 window.addEventListener("popstate", (ev) => { if (ev.state && ev.state.path) load(ev.state.path, { push: false }); });
 
+if ($("upload-limit")) $("upload-limit").textContent = fmt(T["files.upload_limit"], { limit: bytes(UPLOAD_MAX) });
 load(data.start, { push: false });
