@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -91,6 +92,10 @@ class Spool:
         self._active: Path | None = None  # the segment this process appends to
         self.dropped = 0  # scrapes refused because the spool was full
         self.torn = 0  # torn records skipped on read (a crash in the middle of an append)
+        # Appends run in a worker thread (asyncio.to_thread) and go on when the task that
+        # started one is cancelled, so a replay may come while one is half written: reading,
+        # then removing, that segment would lose the rest of the append. Both wait here.
+        self._io = threading.Lock()
 
     def _existing(self) -> list[Path]:
         return sorted(
@@ -130,7 +135,8 @@ class Spool:
             out.append(record)
             total += len(record)
         if out:
-            self._write(out)
+            with self._io:
+                self._write(out)
         self.dropped += refused
         return refused
 
@@ -158,7 +164,8 @@ class Spool:
 
     def read(self, path: Path) -> list[StoredScrape]:
         """Every intact record of a segment, in order; a torn tail is skipped and counted."""
-        data = path.read_bytes()
+        with self._io:
+            data = path.read_bytes()
         out = []
         pos = 0
         while pos < len(data):
@@ -185,10 +192,11 @@ class Spool:
 
     def remove(self, path: Path) -> None:
         """Forget a segment whose every record is stored in the database."""
-        path.unlink(missing_ok=True)
-        self._sizes.pop(path, None)
-        if self._active == path:
-            self._active = None
+        with self._io:
+            path.unlink(missing_ok=True)
+            self._sizes.pop(path, None)
+            if self._active == path:
+                self._active = None
         _fsync_dir(self.directory)
 
 

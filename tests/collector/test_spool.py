@@ -393,3 +393,36 @@ async def _at_least(items: list[ScrapeResult], count: int) -> bool:
 
 async def _spooled(writer: SampleWriter, count: int) -> bool:
     return int(writer.health()["spooled_scrapes"] or 0) >= count
+
+
+def test_a_replay_reading_a_segment_while_a_cancelled_append_goes_on_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """An append runs in a worker thread and outlives the task that started it (cancelled at
+    shutdown); a replay reading the same segment meanwhile must see it whole, never torn, or
+    removing the segment after storing what was read would lose the rest."""
+    import threading
+
+    spool = Spool(tmp_path, 1 << 34)
+    spool.append([stored_scrape(0)])
+    [segment] = spool.segments()
+    big = [stored_scrape(i) for i in range(1, 20_001)]
+    done = threading.Event()
+
+    def append() -> None:
+        for start in range(0, len(big), 2_000):
+            spool.append(big[start : start + 2_000])
+        done.set()
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    counts = []
+    while not done.is_set():
+        counts.append(len(spool.read(segment)))
+    writer.join()
+    counts.append(len(spool.read(segment)))
+    assert spool.torn == 0, f"{spool.torn} reads saw a half-written append"
+    assert counts == sorted(counts) and len(set(counts)) > 1
+    assert all((c - 1) % 2_000 == 0 for c in counts)  # whole appends only
+    # (the segment rotates at its size; every scrape is in one of them)
+    assert sum(len(spool.read(s)) for s in spool.segments()) == 20_001
