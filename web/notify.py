@@ -4,7 +4,7 @@ the notification log.
 Who may do what (docs/notifications.md, "Security"): admins manage channels (each one is an
 outbound request target: SSRF), the routing tree and subscriptions; operators and admins
 create and expire silences, send tests, post alerts and read the log; every signed-in user
-reads the alerts of the servers they may see, and the silences. Secrets in channel settings
+reads the alerts and silences of the servers they may see. Secrets in channel settings
 are never sent back to the browser.
 
 Pages: /notify/alerts, /notify/channels (+ /new, /{id}/edit, /{id}/test, /{id}/delete),
@@ -38,7 +38,12 @@ from vpsmon.collector.notify.channels import (
 from vpsmon.collector.notify.matchers import MatcherError, parse_matchers
 from vpsmon.collector.notify.routing import RoutingError, check_receivers, parse_routing
 from vpsmon.collector.notify.service import NotifyService
-from vpsmon.collector.notify.silences import SilenceError, new_silence, parse_postable_silence
+from vpsmon.collector.notify.silences import (
+    Silence,
+    SilenceError,
+    new_silence,
+    parse_postable_silence,
+)
 from vpsmon.collector.notify.store import Channel
 from vpsmon.collector.notify.templates import TemplateError, compile_template, sample_payload
 from vpsmon.collector.notify.templates import render as render_message
@@ -525,7 +530,7 @@ async def silences_page(
 ) -> web.Response:
     user = access.require_user(request)
     now = _now(request)
-    silences = await store.list_silences(_pool(request), since=now - 7 * 86400)
+    silences = await _visible_silences(request, since=now - 7 * 86400)
     return _render(
         request,
         "notify_silences.html",
@@ -537,6 +542,31 @@ async def silences_page(
         values=values
         or {"matchers": request.query.get("matchers", ""), "duration": "2h", "comment": ""},
     )
+
+
+async def _visible_silences(request: web.Request, since: float | None = None) -> list[Silence]:
+    """Silences, only those that could mute an alert the user may see (per-server access): a
+    silence pinning instance/server_id to servers the user was not granted is not listed."""
+    visible = await access.request_visible_ids(request)
+    dispatcher = _service(request).dispatcher
+    return [
+        s
+        for s in await store.list_silences(_pool(request), since=since)
+        if dispatcher.silence_visible_to(visible, s)
+    ]
+
+
+async def _expire_visible_silence(request: web.Request, silence_id: str) -> bool:
+    """Expire a silence the user may see; False (a 404) if none is active or it is hidden."""
+    visible = await access.request_visible_ids(request)
+    if visible is not None:
+        silence = await store.get_silence(_pool(request), silence_id)
+        if silence is None or not _service(request).dispatcher.silence_visible_to(visible, silence):
+            return False
+    try:
+        return await store.expire_silence(_pool(request), silence_id, _now(request))
+    except asyncpg.DataError:
+        return False
 
 
 async def _after_silence_change(request: web.Request) -> None:
@@ -567,10 +597,7 @@ async def silence_submit(request: web.Request) -> web.Response:
 async def silence_expire(request: web.Request) -> web.Response:
     access.require_role(request, "operator")
     silence_id = request.match_info["id"]
-    try:
-        ok = await store.expire_silence(_pool(request), silence_id, _now(request))
-    except asyncpg.DataError:
-        ok = False
+    ok = await _expire_visible_silence(request, silence_id)
     if not ok:
         raise web.HTTPNotFound(text="no such active silence")
     await access.audit(request, "notify.silence.expire", detail={"id": silence_id})
@@ -581,7 +608,7 @@ async def silence_expire(request: web.Request) -> web.Response:
 async def api_silences(request: web.Request) -> web.Response:
     access.require_user(request)
     now = _now(request)
-    return web.json_response([s.to_json(now) for s in await store.list_silences(_pool(request))])
+    return web.json_response([s.to_json(now) for s in await _visible_silences(request)])
 
 
 async def api_post_silence(request: web.Request) -> web.Response:
@@ -604,10 +631,7 @@ async def api_post_silence(request: web.Request) -> web.Response:
 async def api_delete_silence(request: web.Request) -> web.Response:
     access.require_role(request, "operator")
     silence_id = request.match_info["id"]
-    try:
-        ok = await store.expire_silence(_pool(request), silence_id, _now(request))
-    except asyncpg.DataError:
-        ok = False
+    ok = await _expire_visible_silence(request, silence_id)
     if not ok:
         raise _json_error(web.HTTPNotFound, "no such active silence")
     await access.audit(request, "notify.silence.expire", detail={"id": silence_id})

@@ -225,6 +225,24 @@ class Dispatcher:
         server = self.server_of(labels)
         return server is not None and server in visible
 
+    def silence_visible_to(self, visible: frozenset[int] | None, silence: Silence) -> bool:
+        """Whether a user with `visible` servers (None: all) may see this silence: it is
+        fleet-wide, or its instance/server_id matchers accept a server the user may see."""
+        if visible is None:
+            return True
+        instances: dict[int, list[str]] = {}
+        for instance, server in self.instance_servers.items():
+            instances.setdefault(server, []).append(instance)
+        return silence.accepts_any_server(
+            identity
+            for server in visible
+            for identity in [
+                {"server_id": str(server)},
+                *({"instance": i} for i in instances.get(server, [])),
+                *({"instance": i, "server_id": str(server)} for i in instances.get(server, [])),
+            ]
+        )
+
     def routes_for(self, labels: Mapping[str, str]) -> list[Route]:
         routes = self.routing.route.match(labels)
         routes += [

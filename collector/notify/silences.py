@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +11,8 @@ from vpsmon.collector.notify.alerts import AlertError, format_time, parse_time
 from vpsmon.collector.notify.matchers import Matcher, MatcherError, matches_all
 
 MAX_COMMENT = 2000
+SERVER_LABELS = ("instance", "server_id")
+"""The labels that say which server an alert is about (Dispatcher.server_of)."""
 
 
 class SilenceError(ValueError):
@@ -34,6 +36,13 @@ class Silence:
 
     def mutes(self, labels: Mapping[str, str], now: float) -> bool:
         return self.state(now) == "active" and matches_all(self.matchers, labels)
+
+    def accepts_any_server(self, identities: Iterable[Mapping[str, str]]) -> bool:
+        """Whether this silence's instance/server_id matchers accept one of `identities` (the
+        label sets a server's alerts carry). A silence with no such matcher is fleet-wide: True.
+        """
+        pinned = [m for m in self.matchers if m.name in SERVER_LABELS]
+        return not pinned or any(matches_all(pinned, labels) for labels in identities)
 
     def to_json(self, now: float) -> dict[str, Any]:
         """Alertmanager API v2 gettable silence shape."""

@@ -141,6 +141,15 @@ async def list_silences(pool: asyncpg.Pool, *, since: float | None = None) -> li
     return [_silence(r) for r in rows]
 
 
+async def get_silence(pool: asyncpg.Pool, silence_id: str) -> Silence | None:
+    """The silence with this id, or None (also for an id that is not a UUID)."""
+    try:
+        row = await pool.fetchrow("SELECT * FROM notify_silences WHERE id = $1::uuid", silence_id)
+    except asyncpg.DataError:
+        return None
+    return _silence(row) if row is not None else None
+
+
 async def save_silence(pool: asyncpg.Pool, silence: Silence) -> None:
     await pool.execute(
         "INSERT INTO notify_silences (id, matchers, starts_at, ends_at, created_by, comment,"

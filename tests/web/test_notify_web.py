@@ -120,7 +120,14 @@ async def test_viewer_cannot_add_channels_or_silences_and_csrf_is_required(
         await client.close()
 
 
-async def test_operator_silences_through_the_api_and_expires_it(site: TestServer) -> None:
+async def test_operator_silences_through_the_api_and_expires_it(
+    pool: asyncpg.Pool, site: TestServer
+) -> None:
+    from vpsmon.collector import access as grants
+
+    # The silence pins instance: only a user who may see every server sees it listed.
+    oper_id = await pool.fetchval("SELECT id FROM users WHERE username = 'oper'")
+    await grants.set_grants(pool, oper_id, all_servers=True, server_ids=[], groups=[])
     client, oper = await as_user(site, "oper")
     try:
         status, body = await oper.api(
@@ -238,5 +245,78 @@ async def test_a_viewer_sees_only_alerts_of_granted_servers_and_not_the_log(
         page = await (await client.get("/notify/alerts")).text()
         assert "10.0.0.1:9190" in page and "10.0.0.2:9190" not in page and "Secret" not in page
         assert (await client.get("/notify/log")).status == 403
+    finally:
+        await client.close()
+
+
+async def test_an_operator_sees_and_expires_only_silences_of_granted_servers(
+    pool: asyncpg.Pool, site: TestServer
+) -> None:
+    from vpsmon.collector import access as grants
+
+    mine = await pool.fetchval(
+        "INSERT INTO servers (name, url) VALUES ('mine', 'http://10.0.0.1:9190/metrics')"
+        " RETURNING id"
+    )
+    theirs = await pool.fetchval(
+        "INSERT INTO servers (name, url) VALUES ('theirs', 'http://10.0.0.2:9190/metrics')"
+        " RETURNING id"
+    )
+    oper_id = await pool.fetchval("SELECT id FROM users WHERE username = 'oper'")
+    await grants.grant_server(pool, oper_id, mine)
+    await site.app[NOTIFY].dispatcher.refresh()
+
+    def matcher(name: str, value: str, regex: bool = False) -> dict[str, object]:
+        return {"name": name, "value": value, "isRegex": regex}
+
+    bodies = {
+        "their-instance": [matcher("instance", "10.0.0.2:9190")],
+        "their-id": [matcher("alertname", "Down"), matcher("server_id", str(theirs))],
+        "their-regex": [matcher("instance", r"10\.0\.0\.2:.*", True)],
+        "fleet-wide": [matcher("alertname", "Fleet")],
+        "my-instance": [matcher("instance", "10.0.0.1:9190")],
+        "my-id": [matcher("server_id", str(mine))],
+        "any-10": [matcher("instance", r"10\.0\.0\..*", True)],
+    }
+    client, admin = await as_user(site, "root")
+    try:
+        ids = {}
+        for comment, matchers in bodies.items():
+            status, body = await admin.api(
+                "POST",
+                "/api/notify/silences",
+                {"matchers": matchers, "endsAt": "2099-01-01T00:00:00Z", "comment": comment},
+            )
+            assert status == 200, body
+            ids[comment] = body["silenceID"]
+        _, every = await admin.api("GET", "/api/notify/silences")
+        assert {s["comment"] for s in every} == set(bodies)
+
+        client.session.cookie_jar.clear()
+        oper = await login(client, "oper")
+        seen = {"fleet-wide", "my-instance", "my-id", "any-10"}
+        _, listed = await oper.api("GET", "/api/notify/silences")
+        assert {s["comment"] for s in listed} == seen
+        page = await (await client.get("/notify/silences")).text()
+        for comment in bodies:
+            assert (comment in page) == (comment in seen), comment
+        for hidden in ("their-instance", "their-id", "their-regex"):
+            status, body = await oper.api("DELETE", f"/api/notify/silences/{ids[hidden]}")
+            assert status == 404, body
+            resp = await client.post(
+                f"/notify/silences/{ids[hidden]}/expire",
+                data={"csrf_token": oper.csrf},
+                allow_redirects=False,
+            )
+            assert resp.status == 404
+        status, _ = await oper.api("DELETE", f"/api/notify/silences/{ids['my-instance']}")
+        assert status == 200
+
+        client.session.cookie_jar.clear()
+        admin = await login(client, "root")
+        _, every = await admin.api("GET", "/api/notify/silences")
+        states = {s["comment"]: s["status"]["state"] for s in every}
+        assert states["my-instance"] == "expired"
+        assert all(states[c] == "active" for c in ("their-instance", "their-id", "their-regex"))
     finally:
         await client.close()
