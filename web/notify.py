@@ -569,6 +569,19 @@ async def _expire_visible_silence(request: web.Request, silence_id: str) -> bool
         return False
 
 
+CONFINED_ERROR = (
+    'you may silence only servers granted to you: add a matcher server_id="ID" or'
+    ' instance="HOST:PORT" naming one of them'
+)
+
+
+async def _may_create(request: web.Request, silence: Silence) -> bool:
+    """A user who does not see every server may only create silences pinned to one of theirs
+    (an unpinned or regex silence could mute alerts of servers they were not granted)."""
+    visible = await access.request_visible_ids(request)
+    return _service(request).dispatcher.silence_confined_to(visible, silence)
+
+
 async def _after_silence_change(request: web.Request) -> None:
     await _service(request).dispatcher.refresh()
 
@@ -586,6 +599,8 @@ async def silence_submit(request: web.Request) -> web.Response:
         )
     except (MatcherError, ValueError) as err:
         return await silences_page(request, str(err), values, 400)
+    if not await _may_create(request, silence):
+        return await silences_page(request, CONFINED_ERROR, values, 403)
     await store.save_silence(_pool(request), silence)
     await access.audit(
         request, "notify.silence.create", detail={"id": silence.id, "matchers": values["matchers"]}
@@ -622,6 +637,8 @@ async def api_post_silence(request: web.Request) -> web.Response:
         silence = parse_postable_silence(body, _now(request), user.username)
     except SilenceError as err:
         raise _json_error(web.HTTPBadRequest, str(err)) from None
+    if not await _may_create(request, silence):
+        raise _json_error(web.HTTPForbidden, CONFINED_ERROR)
     await store.save_silence(_pool(request), silence)
     await access.audit(request, "notify.silence.create", detail={"id": silence.id})
     await _after_silence_change(request)

@@ -243,6 +243,21 @@ class Dispatcher:
             ]
         )
 
+    def silence_confined_to(self, visible: frozenset[int] | None, silence: Silence) -> bool:
+        """Whether a user with `visible` servers (None: all) may create this silence: it must
+        pin itself to one of their servers with an equality matcher (`server_id="N"` or
+        `instance="HOST:PORT"` of a granted server), so it can mute nobody else's alerts."""
+        if visible is None:
+            return True
+        for m in silence.matchers:
+            if m.op != "=":
+                continue
+            if m.name == "server_id" and m.value.isdigit() and int(m.value) in visible:
+                return True
+            if m.name == "instance" and self.instance_servers.get(m.value) in visible:
+                return True
+        return False
+
     def routes_for(self, labels: Mapping[str, str]) -> list[Route]:
         routes = self.routing.route.match(labels)
         routes += [

@@ -320,3 +320,58 @@ async def test_an_operator_sees_and_expires_only_silences_of_granted_servers(
         assert all(states[c] == "active" for c in ("their-instance", "their-id", "their-regex"))
     finally:
         await client.close()
+
+
+async def test_an_operator_creates_silences_only_pinned_to_granted_servers(
+    pool: asyncpg.Pool, site: TestServer
+) -> None:
+    """A silence that is fleet-wide, a regex, or names another server could mute alerts the
+    operator may not see: refused (403, nothing stored); one pinned to their server is kept."""
+    from vpsmon.collector import access as grants
+
+    mine = await pool.fetchval(
+        "INSERT INTO servers (name, url) VALUES ('mine', 'http://10.0.0.1:9190/metrics')"
+        " RETURNING id"
+    )
+    theirs = await pool.fetchval(
+        "INSERT INTO servers (name, url) VALUES ('theirs', 'http://10.0.0.2:9190/metrics')"
+        " RETURNING id"
+    )
+    oper_id = await pool.fetchval("SELECT id FROM users WHERE username = 'oper'")
+    await grants.grant_server(pool, oper_id, mine)
+    await site.app[NOTIFY].dispatcher.refresh()
+
+    def body(*matchers: tuple[str, str, bool]) -> dict[str, object]:
+        return {
+            "matchers": [{"name": n, "value": v, "isRegex": r} for n, v, r in matchers],
+            "endsAt": "2099-01-01T00:00:00Z",
+            "comment": "c",
+        }
+
+    client, oper = await as_user(site, "oper")
+    try:
+        for refused in (
+            body(("alertname", "HighCPU", False)),
+            body(("instance", r"10\.0\.0\..*", True)),
+            body(("instance", "10.0.0.2:9190", False)),
+            body(("server_id", str(theirs), False)),
+        ):
+            status, answer = await oper.api("POST", "/api/notify/silences", refused)
+            assert status == 403, (refused, answer)
+            assert "granted to you" in answer["error"]
+        resp = await client.post(
+            "/notify/silences",
+            data={"csrf_token": oper.csrf, "matchers": 'alertname="X"', "duration": "1h"},
+            allow_redirects=False,
+        )
+        assert resp.status == 403 and "granted to you" in await resp.text()
+        assert await pool.fetchval("SELECT count(*) FROM notify_silences") == 0
+        for kept in (
+            body(("instance", "10.0.0.1:9190", False), ("alertname", "HighCPU", False)),
+            body(("server_id", str(mine), False)),
+        ):
+            status, answer = await oper.api("POST", "/api/notify/silences", kept)
+            assert status == 200, answer
+        assert await pool.fetchval("SELECT count(*) FROM notify_silences") == 2
+    finally:
+        await client.close()
