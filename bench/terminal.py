@@ -43,6 +43,7 @@ import psutil
 from vpsmon.collector.fleet.agents import record_agent
 from vpsmon.collector.fleet.identity import ensure_identity
 from vpsmon.collector.fleet.pool import AgentPool, AgentTarget
+from vpsmon.collector.fleet.tokenkey import TokenKey
 from vpsmon.exporter.config import load_config as load_exporter_config
 from vpsmon.exporter.security import fingerprint
 from vpsmon.exporter.server import identity
@@ -288,6 +289,7 @@ async def run(args: argparse.Namespace) -> int:
             record = await record_agent(
                 pool,
                 server_id,
+                TokenKey.in_data_dir(tmp / "collector-data"),
                 address=f"127.0.0.1:{command_port}",
                 exporter_cert=exporter_cert.read_bytes(),
                 features=["pty"],

@@ -42,6 +42,7 @@ from tests.e2e.procs import Proc, base_env, wait_http  # noqa: E402
 from vpsmon.collector import tokens  # noqa: E402
 from vpsmon.collector.fleet.agents import record_agent  # noqa: E402
 from vpsmon.collector.fleet.identity import ensure_identity  # noqa: E402
+from vpsmon.collector.fleet.tokenkey import TokenKey  # noqa: E402
 from vpsmon.exporter.security import ensure_self_signed, fingerprint  # noqa: E402
 
 MB = 1_000_000
@@ -114,7 +115,9 @@ async def drop_database(admin_url: str, url: str) -> None:
         await conn.close()
 
 
-async def enrol(url: str, address: str, exporter_cert: bytes, token: str) -> tuple[int, str]:
+async def enrol(
+    url: str, address: str, exporter_cert: bytes, token: str, data_dir: Path
+) -> tuple[int, str]:
     """The server row, its agents row and an admin API token; (server id, token secret)."""
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     try:
@@ -125,6 +128,7 @@ async def enrol(url: str, address: str, exporter_cert: bytes, token: str) -> tup
         await record_agent(
             pool,
             server_id,
+            TokenKey.in_data_dir(data_dir),  # the running collector's key file
             address=address,
             exporter_cert=exporter_cert,
             features=("files",),
@@ -185,7 +189,7 @@ def run(admin_url: str, size: int, runs: int, where: Path | None) -> int:
         base = f"http://127.0.0.1:{web_port}"
         wait_http(f"{base}/healthz", collector)
         server_id, secret = asyncio.run(
-            enrol(url, f"127.0.0.1:{command_port}", exporter_cert, token)
+            enrol(url, f"127.0.0.1:{command_port}", exporter_cert, token, tmp / "collector-data")
         )
         auth = ["-H", f"Authorization: Bearer {secret}"]
         source = tmp / "source.bin"

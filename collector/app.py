@@ -26,6 +26,7 @@ from vpsmon.collector.fleet.identity import ensure_identity
 from vpsmon.collector.fleet.pool import AgentPool
 from vpsmon.collector.fleet.server import GrpcService, enrol_service, start_grpc_server
 from vpsmon.collector.fleet.service import FleetService, add_fleet_service
+from vpsmon.collector.fleet.tokenkey import TokenKey
 from vpsmon.collector.head import Head
 from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.promql import Engine
@@ -158,14 +159,19 @@ def _grpc_services(
 ) -> list[GrpcService]:
     """The services on the collector's gRPC port (grpc.listen). Add yours here: a callable
     that registers your servicer, e.g. `lambda server: add_XServicer_to_server(X(...), server)`."""
+    token_key = TokenKey.in_data_dir(config.data_dir)
     fleet = FleetService(
         pool,
         agents,
+        token_key,
         concurrency=config.fleet_exec_concurrency,
         exec_timeout=config.fleet_exec_timeout,
         max_recording_bytes=config.terminal_recording_max_bytes,
     )
-    return [enrol_service(pool, identity), lambda server: add_fleet_service(server, fleet)]
+    return [
+        enrol_service(pool, identity, token_key),
+        lambda server: add_fleet_service(server, fleet),
+    ]
 
 
 async def _start_grpc(

@@ -48,6 +48,7 @@ from vpsmon.collector.config import CollectorConfig, load_config
 from vpsmon.collector.fleet.agents import AgentRecord, record_agent
 from vpsmon.collector.fleet.identity import ensure_identity
 from vpsmon.collector.fleet.pool import AgentPool
+from vpsmon.collector.fleet.tokenkey import TokenKey
 from vpsmon.collector.head import Head
 from vpsmon.exporter.config import load_config as load_exporter_config
 from vpsmon.exporter.security import CertificatePaths, fingerprint
@@ -103,6 +104,11 @@ class CommandRig:
     users: dict[str, accounts.User]
     tmp: Path
     _webs: list[Web] = field(default_factory=list)
+
+    @property
+    def token_key(self) -> TokenKey:
+        """The key file the web app opens command tokens with (data_dir/command-token.key)."""
+        return TokenKey.in_data_dir(self.data_dir)
 
     async def start_web(self, setup: Callable[[web.Application], None] | None = None) -> Web:
         from vpsmon.web.app import create_app
@@ -223,6 +229,7 @@ async def enrolled_server(command_rig: CommandRig) -> AsyncIterator[EnrollServer
         record = await record_agent(
             rig.pool,
             server_id,
+            rig.token_key,
             address=f"127.0.0.1:{port}",
             exporter_cert=cert.read_bytes(),
             features=features,

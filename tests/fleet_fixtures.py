@@ -26,6 +26,7 @@ from vpsmon.collector.accounts import create_user
 from vpsmon.collector.fleet.agents import record_agent
 from vpsmon.collector.fleet.pool import AgentPool, AgentTarget
 from vpsmon.collector.fleet.service import FleetService, add_fleet_service
+from vpsmon.collector.fleet.tokenkey import TokenKey
 from vpsmon.collector.tokens import create_token
 from vpsmon.exporter.config import load_config
 from vpsmon.exporter.security import CertificatePaths, ensure_self_signed, fingerprint
@@ -45,6 +46,7 @@ class Fleet:
     run_as: dict[str, str]
     tokens: dict[str, str]
     exporters: dict[str, Exporter]
+    token_key: TokenKey  # the collector's data_dir/command-token.key (tmp_path)
     targets: dict[str, AgentTarget] = field(default_factory=dict)
 
     def settings(self, who: str) -> ClientSettings:
@@ -91,6 +93,7 @@ async def fleet_fixture(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Fle
     targets: dict[str, AgentTarget] = {}
     ids: dict[str, int] = {}
     agents = AgentPool(identity, call_timeout=20)
+    token_key = TokenKey.in_data_dir(tmp_path)
     server = grpc.aio.server()
     try:
         for name, (group, run_as) in SERVERS.items():
@@ -108,12 +111,15 @@ async def fleet_fixture(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Fle
             await record_agent(
                 pool,
                 ids[name],
+                token_key,
                 address=target.address,
                 exporter_cert=target.exporter_cert,
                 features=["exec", "pty"],
                 token=target.token,
             )
-        add_fleet_service(server, FleetService(pool, agents, concurrency=10, recheck_seconds=0.5))
+        add_fleet_service(
+            server, FleetService(pool, agents, token_key, concurrency=10, recheck_seconds=0.5)
+        )
         credentials = grpc.ssl_server_credentials(
             [(identity.key.read_bytes(), identity.cert.read_bytes())]
         )
@@ -137,6 +143,7 @@ async def fleet_fixture(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Fle
             {name: run_as for name, (_, run_as) in SERVERS.items()},
             tokens,
             exporters,
+            token_key,
             targets,
         )
     finally:

@@ -265,6 +265,7 @@ class _LocalManage:
         url: str,
         identity_cert: Path | None,
         run_as: str | None,
+        data_dir: Path,
     ) -> None:
         import secrets
 
@@ -273,6 +274,7 @@ class _LocalManage:
         self.url = url  # the local server record's metrics URL
         self.identity_cert = identity_cert
         self.run_as = run_as
+        self.data_dir = data_dir  # the command token's key file (collector/fleet/tokenkey.py)
         self.token = secrets.token_urlsafe(32)
         self.exporter_cert: bytes | None = None
 
@@ -295,7 +297,9 @@ class _LocalManage:
         from vpsmon.collector import audit
         from vpsmon.collector.fleet.agents import agent_target, record_agent, revoke_agent
         from vpsmon.collector.fleet.pool import pem_fingerprint
+        from vpsmon.collector.fleet.tokenkey import TokenKey
 
+        key = TokenKey.in_data_dir(self.data_dir)
         server_id = await pool.fetchval("SELECT id FROM servers WHERE url = $1", self.url)
         if server_id is None:
             return
@@ -305,6 +309,7 @@ class _LocalManage:
             record = await record_agent(
                 pool,
                 server_id,
+                key,
                 address=self.address,
                 exporter_cert=self.exporter_cert,
                 features=self.features,
@@ -316,7 +321,7 @@ class _LocalManage:
             )
             click.echo(f"This machine is managed: {', '.join(self.features)}")
             return
-        existing = await agent_target(pool, server_id)
+        existing = await agent_target(pool, server_id, key)
         if (
             existing is not None
             and self.exporter_cert is not None
@@ -369,7 +374,7 @@ def _local_manage(
     if not features:
         if run_as or command_listen:
             raise ConfigError("--run-as and --command-listen need --manage FEATURES")
-        return _LocalManage((), address, url, None, None)
+        return _LocalManage((), address, url, None, None, config.data_dir)
     if run_as is None and os.geteuid() == 0:
         raise ConfigError(
             "--manage as root needs --run-as USER (an unprivileged user for commands and "
@@ -378,7 +383,7 @@ def _local_manage(
     from vpsmon.collector.fleet.identity import ensure_identity
 
     cert = ensure_identity(config.data_dir).cert
-    return _LocalManage(features, address, url, cert, run_as)
+    return _LocalManage(features, address, url, cert, run_as, config.data_dir)
 
 
 async def _run_collector(

@@ -20,6 +20,7 @@ from vpsmon.collector import accounts, audit, tokens
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.fleet.identity import ensure_identity
 from vpsmon.collector.fleet.pool import AgentPool
+from vpsmon.collector.fleet.tokenkey import TokenKey
 from vpsmon.collector.head import Head
 from vpsmon.collector.notify.service import NotifyService
 from vpsmon.collector.servers import list_servers
@@ -46,7 +47,18 @@ from vpsmon.web import notify as notify_web
 from vpsmon.web import storage as storage_web
 from vpsmon.web.dashboard import visible_ids
 from vpsmon.web.i18n import LANGUAGES, messages, pick_language
-from vpsmon.web.keys import AGENTS, CHARTS, CONFIG, HEAD, HUB, LIMITER, POOL, SAMPLES, TRAFFIC
+from vpsmon.web.keys import (
+    AGENTS,
+    CHARTS,
+    CONFIG,
+    HEAD,
+    HUB,
+    LIMITER,
+    POOL,
+    SAMPLES,
+    TOKEN_KEY,
+    TRAFFIC,
+)
 from vpsmon.web.live import LiveHub, Outbox, snapshot_message
 
 log = logging.getLogger("vpsmon.web")
@@ -79,6 +91,7 @@ def create_app(
     # The collector's identity (identity/ in the data dir) is made on the first call to an
     # exporter, not here: building an app must not write files.
     app[AGENTS] = agents or AgentPool(lambda: ensure_identity(config.data_dir))
+    app[TOKEN_KEY] = TokenKey.in_data_dir(config.data_dir)
     app.cleanup_ctx.append(_close_agents)
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),

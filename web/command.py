@@ -25,6 +25,7 @@ The exporter checks again on its side (pinned collector key, token, its own feat
 from __future__ import annotations
 
 import json
+import logging
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +35,13 @@ from aiohttp import web
 from vpsmon.collector.accounts import User, role_allows
 from vpsmon.collector.fleet.agents import FEATURES, AgentRecord, agent_target
 from vpsmon.collector.fleet.pool import AgentPool
+from vpsmon.collector.fleet.tokenkey import TokenKeyError
 from vpsmon.collector.servers import Server, get_server
 from vpsmon.v1 import agent_pb2_grpc
 from vpsmon.web import access
-from vpsmon.web.keys import AGENTS, CONFIG, POOL
+from vpsmon.web.keys import AGENTS, CONFIG, POOL, TOKEN_KEY
+
+log = logging.getLogger("vpsmon.web.command")
 
 # Features whose use runs arbitrary code on the server: they ask for the password again.
 STEP_UP_FEATURES = frozenset({"exec", "pty"})
@@ -91,7 +95,11 @@ async def open_agent(
     server = await get_server(db, server_id)
     if server is None:  # an admin (who sees every id) asking for one that does not exist
         raise _refuse(request, web.HTTPNotFound, "no such server")
-    record = await agent_target(db, server_id)
+    try:
+        record = await agent_target(db, server_id, request.app[TOKEN_KEY])
+    except TokenKeyError as err:  # the key file was lost or replaced: say which file
+        log.error("command token unreadable server=%d: %s", server_id, err)
+        raise _refuse(request, web.HTTPInternalServerError, str(err)) from None
     if record is None:
         raise _refuse(
             request,
@@ -166,7 +174,10 @@ async def access_gone(
     if not access.is_visible(await access.visible_server_ids(db, user), server_id):
         return "no such server"
     if feature is not None:
-        record = await agent_target(db, server_id)
+        try:
+            record = await agent_target(db, server_id, request.app[TOKEN_KEY])
+        except TokenKeyError as err:
+            return str(err)
         if record is None or feature not in record.features:
             what = "docker control" if feature == "docker" else feature
             return f"{what} is no longer enabled on this server"

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from vpsmon.collector import servers as records
 from vpsmon.collector.accounts import role_allows
-from vpsmon.collector.fleet.agents import agent_target
+from vpsmon.collector.fleet.agents import agent_enrolment
 from vpsmon.collector.head import ServerState
 from vpsmon.web import access, auth
 from vpsmon.web.dashboard import server_id_param, visible_ids
@@ -60,7 +60,7 @@ async def detail_page(request: web.Request) -> web.Response:
     usage = request.app[TRAFFIC].usage(server.id, auth.now())
     # Management features enabled for this server, for the operators who may use them.
     agent = (
-        await agent_target(request.app[POOL], server.id)
+        await agent_enrolment(request.app[POOL], server.id)
         if role_allows(user.role, "operator")
         else None
     )

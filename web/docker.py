@@ -33,7 +33,7 @@ import grpc
 from aiohttp import WSMsgType, web
 
 from vpsmon.collector.accounts import role_allows
-from vpsmon.collector.fleet.agents import agent_target
+from vpsmon.collector.fleet.agents import agent_enrolment
 from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.web import access
 from vpsmon.web.command import Agent, access_gone, audit_command, check_ws_origin, open_agent
@@ -117,7 +117,7 @@ async def capability(request: web.Request, server_id: int) -> dict[str, Any]:
     user = await access.require_server(request, server_id)
     if not role_allows(user.role, "operator"):
         return {"control": False, "reason": "viewer"}
-    record = await agent_target(request.app[POOL], server_id)
+    record = await agent_enrolment(request.app[POOL], server_id)
     if record is None:
         return {"control": False, "reason": "not_enrolled"}
     if "docker" not in record.features:

@@ -24,7 +24,7 @@ from aiohttp import web
 from vpsmon.collector.fleet.agents import (
     FEATURES,
     EnrolmentError,
-    agent_target,
+    agent_enrolment,
     create_enrolment_token,
     revoke_agent,
 )
@@ -206,7 +206,7 @@ async def issue(
 
 
 async def _status(request: web.Request, server: Server) -> dict[str, Any] | None:
-    record = await agent_target(request.app[POOL], server.id)
+    record = await agent_enrolment(request.app[POOL], server.id)
     return record.as_json() if record else None
 
 
@@ -284,7 +284,7 @@ async def unenrol_submit(request: web.Request) -> web.Response:
 
 
 async def _revoke(request: web.Request, server: Server) -> bool:
-    record = await agent_target(request.app[POOL], server.id)
+    record = await agent_enrolment(request.app[POOL], server.id)
     if record is None:
         return False
     await access.audit(

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from vpsmon.collector.config import CollectorConfig
 from vpsmon.collector.fleet.pool import AgentPool
+from vpsmon.collector.fleet.tokenkey import TokenKey
 from vpsmon.collector.head import Head
 from vpsmon.collector.rules.api import RulesApi
 from vpsmon.collector.storage.chart import ChartReader
@@ -33,5 +34,7 @@ RULES = web.AppKey("rules", RulesApi)
 # Pooled, pinned gRPC channels to enrolled exporters, presenting the collector's identity
 # (issue #7; web/command.py open_agent is how handlers use it).
 AGENTS = web.AppKey("agents", AgentPool)
+# The key file that opens agents.command_token (collector/fleet/tokenkey.py), read on first use.
+TOKEN_KEY = web.AppKey("token_key", TokenKey)
 # Open container log sockets (web/docker.py), closed on shutdown.
 DOCKER_SOCKETS = web.AppKey("docker_sockets", weakref.WeakSet[web.WebSocketResponse])

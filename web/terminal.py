@@ -35,7 +35,7 @@ from aiohttp import WSMsgType, web
 from vpsmon.collector import servers as records
 from vpsmon.collector.accounts import User
 from vpsmon.collector.fleet import recordings
-from vpsmon.collector.fleet.agents import agent_target
+from vpsmon.collector.fleet.agents import agent_enrolment
 from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.web import access
 from vpsmon.web.command import Agent, access_gone, audit_command, check_ws_origin, open_agent
@@ -109,7 +109,7 @@ async def terminal_page(request: web.Request) -> web.Response:
     server = await records.get_server(request.app[POOL], server_id)
     if server is None:
         raise web.HTTPNotFound(text="no such server")
-    record = await agent_target(request.app[POOL], server_id)
+    record = await agent_enrolment(request.app[POOL], server_id)
     if record is None or "pty" not in record.features:
         reason = "terminal.not_enrolled" if record is None else "terminal.not_enabled"
         return render(request, "terminal.html", status=409, server=server, unavailable=reason)

@@ -1,6 +1,6 @@
 """Enrolled servers and one-time enrolment tokens (issue #7, sql/080_agents.sql).
 
-    record = await agent_target(db, server_id)      # None: the server is not enrolled
+    record = await agent_target(db, server_id, key)  # None: the server is not enrolled
     record.target                                     # AgentTarget for AgentPool
     record.features                                   # frozenset({"exec", "pty", ...})
 
@@ -23,6 +23,7 @@ from typing import TypeAlias
 import asyncpg
 
 from vpsmon.collector.fleet.pool import AgentTarget, pem_fingerprint
+from vpsmon.collector.fleet.tokenkey import TokenKey, is_sealed
 from vpsmon.config import parse_hostport
 
 FEATURES = ("exec", "pty", "files", "docker")
@@ -113,14 +114,30 @@ def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def _record(row: asyncpg.Record) -> AgentRecord:
+async def _record(db: DB, row: asyncpg.Record, key: TokenKey | None) -> AgentRecord:
+    server_id: int = row["server_id"]
+    stored: bytes = row["command_token"]
+    if key is None:
+        token = ""  # agent_enrolment: not opened
+    elif is_sealed(stored):
+        token = key.open(server_id, stored)
+    else:
+        # Recorded before sql/082 (plaintext): seal it now. The WHERE keeps a concurrent
+        # re-enrolment's new token.
+        token = stored.decode()
+        await db.execute(
+            "UPDATE agents SET command_token = $2 WHERE server_id = $1 AND command_token = $3",
+            server_id,
+            key.seal(server_id, token),
+            stored,
+        )
     return AgentRecord(
-        server_id=row["server_id"],
+        server_id=server_id,
         target=AgentTarget(
             address=row["address"],
             exporter_cert=row["exporter_cert"].encode("ascii"),
             exporter_fingerprint=row["exporter_fingerprint"],
-            token=row["command_token"],
+            token=token,
         ),
         features=frozenset(row["features"]),
         enrolled_at=row["enrolled_at"],
@@ -128,15 +145,25 @@ def _record(row: asyncpg.Record) -> AgentRecord:
     )
 
 
-async def agent_target(db: DB, server_id: int) -> AgentRecord | None:
+async def agent_target(db: DB, server_id: int, key: TokenKey) -> AgentRecord | None:
     """The enrolment of `server_id`, or None when it is not enrolled.
 
     No access check here: callers in the web layer go through web/command.py open_agent."""
     row = await db.fetchrow("SELECT * FROM agents WHERE server_id = $1", server_id)
-    return _record(row) if row is not None else None
+    return await _record(db, row, key) if row is not None else None
 
 
-async def list_agents(db: DB, server_ids: Iterable[int] | None = None) -> list[AgentRecord]:
+async def agent_enrolment(db: DB, server_id: int) -> AgentRecord | None:
+    """The enrolment of `server_id` for pages that show or revoke it and never call the
+    exporter: the command token is not opened (target.token is ""), so a lost key file
+    (collector/fleet/tokenkey.py) does not stop anyone from seeing or revoking an enrolment."""
+    row = await db.fetchrow("SELECT * FROM agents WHERE server_id = $1", server_id)
+    return await _record(db, row, None) if row is not None else None
+
+
+async def list_agents(
+    db: DB, key: TokenKey, server_ids: Iterable[int] | None = None
+) -> list[AgentRecord]:
     """Every enrolled server (or those of `server_ids`), by server id."""
     if server_ids is None:
         rows = await db.fetch("SELECT * FROM agents ORDER BY server_id")
@@ -145,12 +172,13 @@ async def list_agents(db: DB, server_ids: Iterable[int] | None = None) -> list[A
             "SELECT * FROM agents WHERE server_id = ANY($1::int[]) ORDER BY server_id",
             list(server_ids),
         )
-    return [_record(r) for r in rows]
+    return [await _record(db, r, key) for r in rows]
 
 
 async def record_agent(
     db: DB,
     server_id: int,
+    key: TokenKey,
     *,
     address: str,
     exporter_cert: bytes | str,
@@ -184,14 +212,14 @@ async def record_agent(
             address,
             pem,
             fingerprint,
-            token,
+            key.seal(server_id, token),
             sorted(chosen),
             enrolled_by,
         )
     except asyncpg.ForeignKeyViolationError:
         raise EnrolmentError(f"no server with id {server_id}") from None
     assert row is not None
-    return _record(row)
+    return await _record(db, row, key)
 
 
 async def revoke_agent(db: DB, server_id: int) -> bool:
@@ -238,6 +266,7 @@ async def create_enrolment_token(
 async def redeem_enrolment_token(
     pool: asyncpg.Pool,
     secret: str,
+    key: TokenKey,
     *,
     exporter_cert: bytes | str,
     address: str,
@@ -266,6 +295,7 @@ async def redeem_enrolment_token(
         return await record_agent(
             conn,
             row["server_id"],
+            key,
             address=address,
             exporter_cert=pem,
             features=chosen & agreed if agreed is not None else chosen,

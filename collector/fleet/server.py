@@ -26,6 +26,7 @@ from vpsmon.collector.fleet.agents import (
     check_features,
     redeem_enrolment_token,
 )
+from vpsmon.collector.fleet.tokenkey import TokenKey
 from vpsmon.config import HostPort
 from vpsmon.exporter.security import CertificatePaths, fingerprint
 from vpsmon.v1 import fleet_pb2 as pb
@@ -86,9 +87,10 @@ class EnrolService(fleet_pb2_grpc.EnrolServicer):
     # A re-enrolled server with a new certificate gets a new pooled channel (the pool's key is
     # address + pinned fingerprint); the old one is closed by the pool's LRU bound.
 
-    def __init__(self, db: asyncpg.Pool, identity: CertificatePaths) -> None:
+    def __init__(self, db: asyncpg.Pool, identity: CertificatePaths, token_key: TokenKey) -> None:
         self.db = db
         self.identity = identity
+        self.token_key = token_key
 
     async def Enrol(  # noqa: N802 (the gRPC method name)
         self, request: pb.EnrolRequest, context: grpc.aio.ServicerContext
@@ -108,6 +110,7 @@ class EnrolService(fleet_pb2_grpc.EnrolServicer):
             record = await redeem_enrolment_token(
                 self.db,
                 request.token,
+                self.token_key,
                 exporter_cert=request.exporter_cert_pem,
                 address=address,
                 features=features,
@@ -162,8 +165,8 @@ class EnrolService(fleet_pb2_grpc.EnrolServicer):
             log.exception("cannot write the enrolment audit entry")
 
 
-def enrol_service(db: asyncpg.Pool, identity: CertificatePaths) -> GrpcService:
-    service = EnrolService(db, identity)
+def enrol_service(db: asyncpg.Pool, identity: CertificatePaths, token_key: TokenKey) -> GrpcService:
+    service = EnrolService(db, identity, token_key)
 
     def add(server: grpc.aio.Server) -> None:
         fleet_pb2_grpc.add_EnrolServicer_to_server(service, server)

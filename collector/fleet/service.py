@@ -43,6 +43,7 @@ from vpsmon.collector.fleet.fanout import (
 )
 from vpsmon.collector.fleet.pool import AgentPool, AgentTarget, PinMismatch
 from vpsmon.collector.fleet.server import peer_host
+from vpsmon.collector.fleet.tokenkey import TokenKey, TokenKeyError
 from vpsmon.exporter.security import RefusalLog
 from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.v1 import fleet_service_pb2 as fpb
@@ -121,6 +122,7 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
         self,
         db: asyncpg.Pool,
         agents: AgentPool,
+        token_key: TokenKey,
         *,
         concurrency: int = 50,
         exec_timeout: float = 600.0,
@@ -129,6 +131,7 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
     ) -> None:
         self.db = db
         self.agents = agents
+        self.token_key = token_key
         self.concurrency = concurrency
         self.exec_timeout = exec_timeout
         self.recheck_seconds = recheck_seconds
@@ -262,7 +265,12 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
         )
 
         # One query for the whole fleet's enrolments, after the access filter (plan).
-        records = {r.server_id: r for r in await list_agents(self.db, [s.id for s in plan.servers])}
+        try:
+            agents = await list_agents(self.db, self.token_key, [s.id for s in plan.servers])
+        except TokenKeyError as err:  # the key file was lost or replaced: say which file
+            log.error("fleet exec: %s", err)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        records = {r.server_id: r for r in agents}
 
         begun: set[int] = set()
         ended: set[int] = set()
@@ -398,7 +406,12 @@ class FleetService(fleet_service_pb2_grpc.FleetServicer):
             )
         (server,) = plan.servers
         try:
-            target = self._agent(server, await agent_target(self.db, server.id), "pty")
+            record = await agent_target(self.db, server.id, self.token_key)
+        except TokenKeyError as err:
+            log.error("pty open: %s", err)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        try:
+            target = self._agent(server, record, "pty")
         except JobError as err:
             await self._audit(
                 caller, "pty.open", server.id, success=False, detail={**detail, "error": str(err)}

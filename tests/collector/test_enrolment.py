@@ -64,7 +64,7 @@ async def collector(command_rig: CommandRig) -> AsyncIterator[Collector]:
     server = await start_grpc_server(
         command_rig.config.grpc_listen,
         command_rig.identity,
-        [enrol_service(command_rig.pool, command_rig.identity)],
+        [enrol_service(command_rig.pool, command_rig.identity, command_rig.token_key)],
     )
     running = await command_rig.start_web(
         lambda app: app.router.add_post(r"/api/test/exec/{id:\d+}", _exec)
@@ -172,10 +172,15 @@ async def test_an_exporter_enrolled_with_the_ui_command_runs_what_the_collector_
     assert written["command"]["collector_fingerprint"] == fingerprint(collector.rig.identity.cert)
     assert (config.stat().st_mode & 0o007) == 0  # it holds the command token now: no others
 
-    record = await agent_target(collector.rig.pool, collector.server_id)
+    record = await agent_target(collector.rig.pool, collector.server_id, collector.rig.token_key)
     assert record is not None and record.features == {"exec", "pty"}
     exporter_config = load_config(config, env={})
     assert record.target.token == exporter_config.command.token
+    stored = await collector.rig.pool.fetchval(
+        "SELECT command_token FROM agents WHERE server_id = $1", collector.server_id
+    )
+    assert stored[:1] == b"\x01" and record.target.token.encode() not in stored  # sealed
+    assert collector.rig.token_key.path.stat().st_mode & 0o777 == 0o600
     assert record.target.address == f"127.0.0.1:{exporter_config.command.listen.port}"
 
     exporter = await serve(exporter_config)  # "restarted with the written config"
@@ -198,7 +203,10 @@ async def test_an_exporter_enrolled_with_the_ui_command_runs_what_the_collector_
     assert code == 1
     assert "already used" in err
     assert config.read_text() == after
-    assert await agent_target(collector.rig.pool, collector.server_id) == record
+    assert (
+        await agent_target(collector.rig.pool, collector.server_id, collector.rig.token_key)
+        == record
+    )
 
 
 async def test_unknown_and_expired_tokens_are_refused_and_change_nothing(
@@ -217,7 +225,9 @@ async def test_unknown_and_expired_tokens_are_refused_and_change_nothing(
     assert code == 1 and "has expired" in err, err
     assert config.read_text() == before
     assert not (tmp_path / "state" / "enrolled-collector.crt").exists()
-    assert await agent_target(collector.rig.pool, collector.server_id) is None
+    assert (
+        await agent_target(collector.rig.pool, collector.server_id, collector.rig.token_key) is None
+    )
     refused = await collector.rig.pool.fetch(
         "SELECT detail->>'reason' AS reason FROM audit_log"
         " WHERE action = 'agent.enrol' AND NOT success ORDER BY id"
@@ -239,7 +249,9 @@ async def test_a_wrong_fingerprint_is_refused_before_the_token_is_spent(
     assert code == 1
     assert f"not the pinned {other}" in err and "nothing was changed" in err
     assert config.read_text() == before
-    assert await agent_target(collector.rig.pool, collector.server_id) is None
+    assert (
+        await agent_target(collector.rig.pool, collector.server_id, collector.rig.token_key) is None
+    )
     unused = await collector.rig.pool.fetchval("SELECT used_at IS NULL FROM enrolment_tokens")
     assert unused is True
     # The right command still works afterwards: the token was not spent.
@@ -254,7 +266,7 @@ async def test_the_exporter_agrees_to_fewer_features_than_the_token_offers(
     _, args = await make_command(collector, ["exec", "pty", "files"])
     code, out, err = await run_enrol(config, with_arg(args, "--features", "exec"))
     assert code == 0, err
-    record = await agent_target(collector.rig.pool, collector.server_id)
+    record = await agent_target(collector.rig.pool, collector.server_id, collector.rig.token_key)
     assert record is not None and record.features == {"exec"}
     written = yaml.safe_load(config.read_text())["command"]
     assert (written["exec"], written["pty"], written["files"]) == (True, False, False)
@@ -272,7 +284,7 @@ async def test_a_token_for_another_collector_key_cannot_be_used_through_a_fake_p
     fake = await start_grpc_server(
         HostPort("127.0.0.1", port),
         fake_identity,
-        [enrol_service(collector.rig.pool, fake_identity)],
+        [enrol_service(collector.rig.pool, fake_identity, collector.rig.token_key)],
     )
     try:
         config = exporter_yml(tmp_path)
@@ -292,7 +304,9 @@ async def test_a_token_for_another_collector_key_cannot_be_used_through_a_fake_p
     finally:
         await fake.stop(grace=1)
     assert code == 1 and "not the pinned" in err
-    assert await agent_target(collector.rig.pool, collector.server_id) is None
+    assert (
+        await agent_target(collector.rig.pool, collector.server_id, collector.rig.token_key) is None
+    )
 
 
 def test_updating_exporter_yml_keeps_every_other_setting_and_replaces_the_command_block() -> None:

@@ -210,6 +210,7 @@ async def test_a_server_not_enrolled_or_without_exec_is_an_error_result_not_a_ru
     await record_agent(
         fleet.pool,
         fleet.ids["web2"],
+        fleet.token_key,
         address=target.address,
         exporter_cert=target.exporter_cert,
         features=["pty"],

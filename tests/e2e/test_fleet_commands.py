@@ -20,6 +20,7 @@ from vpsmon.collector.access import grant_server
 from vpsmon.collector.accounts import create_user
 from vpsmon.collector.fleet.agents import record_agent
 from vpsmon.collector.fleet.identity import ensure_identity
+from vpsmon.collector.fleet.tokenkey import TokenKey
 from vpsmon.collector.tokens import create_token
 from vpsmon.exporter.server import Exporter
 
@@ -87,6 +88,7 @@ async def test_exec_through_a_running_collector_on_its_grpc_port(
                 await record_agent(
                     pool,
                     ids[name],
+                    TokenKey.in_data_dir(data_dir),
                     address=target.address,
                     exporter_cert=target.exporter_cert,
                     features=["exec"],

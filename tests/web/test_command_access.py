@@ -157,13 +157,33 @@ async def test_a_wrong_token_on_record_is_refused_by_the_exporter_before_anythin
     box = await enrolled_server("exec")
     await command_rig.grant("olga", box.server_id)
     await command_rig.pool.execute(
-        "UPDATE agents SET command_token = $2 WHERE server_id = $1", box.server_id, "w" * 43
+        "UPDATE agents SET command_token = $2 WHERE server_id = $1", box.server_id, b"w" * 43
     )
     web_ = await command_rig.start_web(routes)
     marker = box.files / "ran"
     resp = await run(web_, "olga", box.server_id, ["touch", str(marker)])
     assert resp.status == 502
     assert (await resp.json())["grpc"] == "UNAUTHENTICATED"
+    assert not marker.exists()
+
+
+async def test_a_lost_command_token_key_file_is_an_error_naming_it_and_nothing_runs(
+    command_rig: CommandRig, enrolled_server: EnrollServer
+) -> None:
+    box = await enrolled_server("exec")
+    await command_rig.grant("olga", box.server_id)
+    stored = await command_rig.pool.fetchval(
+        "SELECT command_token FROM agents WHERE server_id = $1", box.server_id
+    )
+    assert stored[:1] == b"\x01" and box.token.encode() not in stored
+    key_file = command_rig.token_key.path
+    key_file.unlink()  # lost with the data dir: the next use makes a new key
+    web_ = await command_rig.start_web(routes)
+    marker = box.files / "ran"
+    resp = await run(web_, "olga", box.server_id, ["touch", str(marker)])
+    assert resp.status == 500
+    error = (await resp.json())["error"]
+    assert str(key_file) in error and "does not decrypt" in error
     assert not marker.exists()
 
 

@@ -133,6 +133,7 @@ async def test_the_enrolment_api_shows_status_without_secrets_and_revokes(
     record = await record_agent(
         command_rig.pool,
         server_id,
+        command_rig.token_key,
         address="10.0.0.1:9191",
         exporter_cert=exporter.read_bytes(),
         features=["files"],
@@ -157,6 +158,6 @@ async def test_the_enrolment_api_shows_status_without_secrets_and_revokes(
             f"/api/servers/{server_id}/enrolment", headers={"X-CSRF-Token": csrf}
         )
         assert await gone.json() == {"server_id": server_id, "revoked": True}
-    assert await agent_target(command_rig.pool, server_id) is None
+    assert await agent_target(command_rig.pool, server_id, command_rig.token_key) is None
     entries = await audit.search(command_rig.pool, audit.AuditQuery(action="agent.revoke"))
     assert [e.detail["fingerprint"] for e in entries] == [fingerprint(exporter)]
