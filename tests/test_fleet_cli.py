@@ -5,6 +5,7 @@ test holds, as a person's terminal would be."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import signal
@@ -215,6 +216,19 @@ class Terminal:
                 self._data.clear()
                 await self._data.wait()
 
+    async def ask_until(self, command: bytes, needle: bytes) -> None:
+        """Type `command` again each second until `needle` shows (30 s at most): the client
+        reads its signals and its input in one event loop, so a resize signalled as the
+        command is typed may reach the remote pty just after the command."""
+        async with asyncio.timeout(30):
+            while needle not in self.seen:
+                self.type(command)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1):
+                        while needle not in self.seen:
+                            self._data.clear()
+                            await self._data.wait()
+
     def type(self, text: bytes) -> None:
         os.write(self.master, text)
 
@@ -253,8 +267,7 @@ async def test_shell_is_raw_echoes_typed_input_follows_resizes_and_restores_the_
         assert not during[3] & termios.ECHO and not during[3] & termios.ICANON  # raw
         terminal.resize(50, 120)
         process.send_signal(signal.SIGWINCH)
-        terminal.type(b"stty size\n")
-        await terminal.expect(b"50 120")
+        await terminal.ask_until(b"stty size\n", b"50 120")
         terminal.type(b"exit 3\n")
         async with asyncio.timeout(30):
             code = await process.wait()
