@@ -122,29 +122,25 @@ def parse_optional_str(value: Any) -> str | None:
     return parse_str(value)
 
 
-def parse_positive_int(value: Any) -> int:
+def _parse_whole(value: Any, minimum: int, wanted: str) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a whole number")
     try:
         number = int(value)
     except (TypeError, ValueError):
         raise ValueError(f"expected a whole number, got {value!r}") from None
-    if number <= 0 or (isinstance(value, float) and value != number):
-        raise ValueError(f"expected a positive whole number, got {value!r}")
+    if number < minimum or (isinstance(value, float) and value != number):
+        raise ValueError(f"expected {wanted}, got {value!r}")
     return number
+
+
+def parse_positive_int(value: Any) -> int:
+    return _parse_whole(value, 1, "a positive whole number")
 
 
 def parse_nonnegative_int(value: Any) -> int:
     """A whole number >= 0 (limits where 0 means none)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a whole number")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a whole number, got {value!r}") from None
-    if number < 0 or (isinstance(value, float) and value != number):
-        raise ValueError(f"expected a whole number of 0 or more, got {value!r}")
-    return number
+    return _parse_whole(value, 0, "a whole number of 0 or more")
 
 
 def parse_regex(value: Any) -> re.Pattern[str]:

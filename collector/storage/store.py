@@ -209,42 +209,30 @@ FROM raw WHERE t >= $6::float8 AND t >= $2::float8 AND t <= $3::float8
 GROUP BY series_id, b
 """
 
+
 # Only the arrays of the figures asked for leave the database ($4…$9: the ids that want each
 # array, in the order of _ARRAY_NAMES; the others come back NULL): a day of minutes is 1,440
 # floats per array and series, and decoding all of them was a third of a 24 h chart's time.
+def _rollup_sql(table: str, base: str, lead: int) -> str:
+    """The rollup query of `table`, whose rows start at column `base` and span `lead` s."""
+    return f"""
+SELECT series_id, extract(epoch FROM {base})::float8 AS base,
+       xmin::text::bigint AS version, slots,
+       CASE WHEN series_id = ANY($4::bigint[]) THEN mins END AS mins,
+       CASE WHEN series_id = ANY($5::bigint[]) THEN maxs END AS maxs,
+       CASE WHEN series_id = ANY($6::bigint[]) THEN sums END AS sums,
+       CASE WHEN series_id = ANY($7::bigint[]) THEN counts END AS counts,
+       CASE WHEN series_id = ANY($8::bigint[]) THEN lasts END AS lasts,
+       CASE WHEN series_id = ANY($9::bigint[]) THEN incs END AS incs
+FROM {table}
+WHERE series_id = ANY($1::bigint[])
+  AND {base} > to_timestamp($2::float8 - {lead}) AND {base} < to_timestamp($3::float8)
+"""  # noqa: S608 (table and column names are this module's constants)
+
+
 _ROLLUPS = {
-    "1m": (
-        """
-SELECT series_id, extract(epoch FROM block_start)::float8 AS base,
-       xmin::text::bigint AS version, slots,
-       CASE WHEN series_id = ANY($4::bigint[]) THEN mins END AS mins,
-       CASE WHEN series_id = ANY($5::bigint[]) THEN maxs END AS maxs,
-       CASE WHEN series_id = ANY($6::bigint[]) THEN sums END AS sums,
-       CASE WHEN series_id = ANY($7::bigint[]) THEN counts END AS counts,
-       CASE WHEN series_id = ANY($8::bigint[]) THEN lasts END AS lasts,
-       CASE WHEN series_id = ANY($9::bigint[]) THEN incs END AS incs
-FROM rollup_1m
-WHERE series_id = ANY($1::bigint[])
-  AND block_start > to_timestamp($2::float8 - 3600) AND block_start < to_timestamp($3::float8)
-""",
-        60.0,
-    ),
-    "1h": (
-        """
-SELECT series_id, extract(epoch FROM day)::float8 AS base,
-       xmin::text::bigint AS version, slots,
-       CASE WHEN series_id = ANY($4::bigint[]) THEN mins END AS mins,
-       CASE WHEN series_id = ANY($5::bigint[]) THEN maxs END AS maxs,
-       CASE WHEN series_id = ANY($6::bigint[]) THEN sums END AS sums,
-       CASE WHEN series_id = ANY($7::bigint[]) THEN counts END AS counts,
-       CASE WHEN series_id = ANY($8::bigint[]) THEN lasts END AS lasts,
-       CASE WHEN series_id = ANY($9::bigint[]) THEN incs END AS incs
-FROM rollup_1h
-WHERE series_id = ANY($1::bigint[])
-  AND day > to_timestamp($2::float8 - 86400) AND day < to_timestamp($3::float8)
-""",
-        3600.0,
-    ),
+    "1m": (_rollup_sql("rollup_1m", "block_start", 3600), 60.0),
+    "1h": (_rollup_sql("rollup_1h", "day", 86400), 3600.0),
 }
 
 # A rollup query narrowed to the rows not in the cache ($10: series ids, $11: their bases).
