@@ -90,6 +90,33 @@ class SeriesSamples:
     key: tuple[tuple[str, str], ...] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RangeBlock:
+    """The series a selection matches and their samples in ``[start, end]`` as two matrices,
+    a row per series and a column per sample slot: what the head gives the PromQL engine so a
+    rule cycle computes over every series at once in numpy instead of a Python step per series
+    (issue #8: 200 rules over 1,000 servers in under a second).
+
+    - ``keys``: a row's label set in the engine's form (sorted (name, value) pairs including
+      ``__name__``, empty values left out), rows in label-set order. While the selection
+      matches the same series the head hands out the *same* tuple object, so the engine may key
+      caches of label work (signatures, groupings, join plans) on ``id(keys)`` (keeping a
+      reference to ``keys`` so the id is not reused).
+    - ``ts``: float64 (rows × width), Unix seconds; NaN where a cell holds no sample. The
+      non-NaN cells of a row are in ascending time order and inside ``[start, end]``.
+    - ``vs``: float64 (rows × width), the value of each cell that has a sample (a value may be
+      NaN, or a staleness marker: compare the bits with ``STALE_NAN_BITS``); undefined where
+      ``ts`` is NaN.
+
+    A row may have no sample at all (its series matched but has none in the range): the row is
+    kept so ``keys`` stays the same object from cycle to cycle.
+    """
+
+    keys: tuple[tuple[tuple[str, str], ...], ...]
+    ts: Any  # numpy.ndarray, float64, shape (len(keys), width)
+    vs: Any  # numpy.ndarray, float64, same shape
+
+
 class SampleSource(Protocol):
     """Read access to stored samples (head and database together)."""
 
