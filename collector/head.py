@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+import numpy as np
+
 from vpsmon.collector.scrape.loop import ScrapeResult
 from vpsmon.collector.scrape.target import Labels
-from vpsmon.collector.storage.query import Matcher
+from vpsmon.collector.storage.query import Matcher, RangeBlock
 from vpsmon.collector.storage.reader import SeriesRef
 from vpsmon.collector.storage.writer import merge_labels
 
@@ -170,6 +172,9 @@ class RecentSamples:
         # selection every cycle, and a regular expression costs microseconds per series.
         self._changes: dict[str, int] = {}  # per metric name, and "" for any: index changes
         self._matched: dict[tuple[Matcher, ...], tuple[int, array[int]]] = {}
+        self._block_keys_cache: dict[
+            tuple[Matcher, ...], tuple[array[int], tuple[tuple[tuple[str, str], ...], ...]]
+        ] = {}
         # Per server, its rows turned into columns (one array per series, NaN-free columns
         # only) while it has no new scrape: a rule cycle reads each series several times
         # (different selections, ranges, offsets), and a column of a row-major window costs a
@@ -447,6 +452,46 @@ class RecentSamples:
             if ts:
                 out.append((server.keys[col] if whole else None, server.labels[col], ts, vs))
         return out
+
+    def select_block(self, matchers: Sequence[Matcher], start: float, end: float) -> RangeBlock:
+        """Every series ``matchers`` match (even with no sample in range) as rows of a
+        `RangeBlock` in label-set order; ``keys`` is the same object while they are unchanged."""
+        flat = self._matching(matchers)
+        keys = self._block_keys(matchers, flat)
+        servers = self._servers
+        it = iter(flat)
+        cells: list[tuple[list[float], list[float]]] = []
+        for sid, col, _whole in zip(it, it, it, strict=True):
+            cells.append(self._values(servers[sid], col, start, end))
+        width = max((len(ts) for ts, _ in cells), default=0)
+        ts_m = np.full((len(cells), width), np.nan)
+        vs_m = np.full((len(cells), width), np.nan)
+        for r, (ts, vs) in enumerate(cells):
+            ts_m[r, width - len(ts) :] = ts
+            vs_m[r, width - len(vs) :] = vs
+        return RangeBlock(keys, ts_m, vs_m)
+
+    def _block_keys(
+        self, matchers: Sequence[Matcher], flat: array[int]
+    ) -> tuple[tuple[tuple[str, str], ...], ...]:
+        """The rows' keys in the engine's form, the same tuple while ``flat`` (the matched
+        series, itself cached while they are unchanged) is the same object."""
+        key = tuple(matchers)
+        found = self._block_keys_cache.get(key)
+        if found is not None and found[0] is flat:
+            return found[1]
+        servers = self._servers
+        it = iter(flat)
+        keys = tuple(
+            servers[sid].keys[col] if whole else tuple(kv for kv in servers[sid].keys[col] if kv[1])
+            for sid, col, whole in zip(it, it, it, strict=True)
+        )
+        if found is not None and found[1] == keys:
+            keys = found[1]  # matched again after a change elsewhere: still the same series
+        if len(self._block_keys_cache) >= 4096:
+            self._block_keys_cache.clear()
+        self._block_keys_cache[key] = (flat, keys)
+        return keys
 
     @property
     def series_count(self) -> int:

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import asyncpg
 
 from vpsmon.collector.storage import store
-from vpsmon.collector.storage.query import Matcher, SeriesSamples
+from vpsmon.collector.storage.query import Matcher, RangeBlock, SeriesSamples
 
 # A regular expression that is only literals joined by "|" can be an `= ANY(…)` in SQL.
 _LITERAL_ALTERNATION = re.compile(r"[A-Za-z0-9_:./ -]+(?:\|[A-Za-z0-9_:./ -]+)*")
@@ -70,6 +70,15 @@ class RecentSelect(Protocol):
     ) -> list[tuple[tuple[tuple[str, str], ...] | None, dict[str, str], list[float], list[float]]]:
         """(sorted label set or None if a value is empty, labels, timestamps, values) of the
         matching series in range, in label-set order; the labels are not to be changed."""
+        ...
+
+
+@runtime_checkable
+class RecentBlock(Protocol):
+    """A window that can give a selection as a `RangeBlock` (collector/head.py)."""
+
+    def select_block(self, matchers: Sequence[Matcher], start: float, end: float) -> RangeBlock:
+        """Every matching series (even with no sample in range) as a row, in label-set order."""
         ...
 
 
@@ -189,6 +198,17 @@ class StorageReader:
                 out.append(SeriesSamples(dict(ref.labels), ts, vs))
         out.sort(key=lambda s: sorted(s.labels.items()))
         return out
+
+    def select_block(
+        self, matchers: Sequence[Matcher], start: float, end: float
+    ) -> RangeBlock | None:
+        """The selection as a `RangeBlock` from the head when the head holds the whole range
+        (the condition under which `select` answers from it alone), else None: the caller then
+        takes `select` (issue #8's columnar rule path)."""
+        split = self._split(start, end)
+        if split is not None and split <= start and isinstance(self.recent, RecentBlock):
+            return self.recent.select_block(matchers, start, end)
+        return None
 
     async def _active(
         self, matchers: Sequence[Matcher], start: float, end: float

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 
 import asyncpg
+import numpy as np
 import pytest
 
 from vpsmon.collector.head import Head, RecentSamples
@@ -272,3 +273,51 @@ def test_a_head_fed_the_parser_layout_holds_what_the_long_way_holds() -> None:
         loop.close()
     got = {dict(k)["__name__"]: vs for k, _, _, vs in fast.recent.select([], T0, T0 + 15 * 119)}
     assert got["b"][-1] == 20.0 and got["c"][-1] == 21.0
+
+
+async def test_a_block_holds_every_matched_series_with_the_samples_select_gives() -> None:
+    head = await _comings_and_goings()
+    recent = head.recent
+    end = T0 + 15 * 39
+    for matchers in (name_is("flaky"), name_is("late"), [Matcher("job", "=", "node")]):
+        for start in (T0, T0 + 100, end - 1, end + 1):
+            block = recent.select_block(matchers, start, end)
+            got = recent.select(matchers, start, end)
+            by_key = {tuple(kv for kv in sorted(labels.items()) if kv[1]): (ts, vs)
+                      for _, labels, ts, vs in got}  # fmt: skip
+            assert list(block.keys) == sorted(block.keys)
+            assert block.ts.shape == block.vs.shape == (len(block.keys), block.ts.shape[1])
+            for row, key in enumerate(block.keys):
+                keep = ~np.isnan(block.ts[row])
+                ts, vs = block.ts[row][keep].tolist(), block.vs[row][keep].tolist()
+                want = by_key.pop(key, ([], []))
+                assert ts == want[0] and [repr(v) for v in vs] == [repr(v) for v in want[1]]
+            assert by_key == {}
+    late = recent.select_block(name_is("late"), T0, end)
+    assert late.keys[0] == (("__name__", "late"), ("env", "prod"), ("instance", "10.0.0.1:9190"),
+                            ("job", "node"))  # fmt: skip
+    assert is_stale_marker(late.vs[0][~np.isnan(late.ts[0])][-1])
+    # No sample in range: the row stays.
+    assert recent.select_block(name_is("late"), end - 1, end).keys == late.keys
+
+
+async def test_a_block_keeps_its_keys_object_until_a_matched_series_appears() -> None:
+    head = await _comings_and_goings()
+    recent = head.recent
+    end = T0 + 15 * 39
+    first = recent.select_block(name_is("flaky"), T0, end).keys
+    await head.append(scrape(target(1, "10.0.0.1"), 40, Sample("other", (), 1.0)))
+    assert recent.select_block(name_is("flaky"), T0, end + 15).keys is first
+    await head.append(scrape(target(1, "10.0.0.1"), 41, Sample("flaky", (("n", "b"),), 7.0)))
+    after = recent.select_block(name_is("flaky"), T0, end + 30).keys
+    assert after is not first and len(after) == len(first) + 1
+
+
+async def test_the_reader_gives_a_block_only_when_the_head_holds_the_range() -> None:
+    head = await _comings_and_goings()
+    reader = StorageReader(NoDatabase(), recent=head.recent)  # type: ignore[arg-type]
+    end = T0 + 15 * 39
+    block = reader.select_block(name_is("flaky"), end - 300, end)
+    assert block is not None and len(block.keys) == 2
+    assert reader.select_block(name_is("flaky"), end - 3000, end) is None
+    assert StorageReader(NoDatabase()).select_block(name_is("flaky"), end - 1, end) is None  # type: ignore[arg-type]
