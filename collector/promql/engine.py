@@ -35,6 +35,7 @@ from typing import Any
 
 from vpsmon.collector.promql import labels as lbl
 from vpsmon.collector.promql import mathops
+from vpsmon.collector.promql.columnar import Column, ColumnarEvaluator, Plans
 from vpsmon.collector.promql.errors import PromQLError
 from vpsmon.collector.promql.functions import (
     DATE_FUNCTIONS,
@@ -114,6 +115,7 @@ class Engine:
         max_samples: int = 20_000_000,
         selector_cache_ttl: float = 0.0,
         share_subexpressions: bool = True,
+        columnar: bool = True,
     ) -> None:
         if lookback_delta <= 0:
             raise ValueError("lookback_delta must be positive")
@@ -125,6 +127,10 @@ class Engine:
         self.cache = _SelectorCache(selector_cache_ttl) if selector_cache_ttl > 0 else None
         if self.cache is not None:
             self.cache.subexpressions = share_subexpressions
+        # Instant queries (rules) evaluate over whole columns (columnar.py); off, every node
+        # goes step by step (the reference the columnar path is tested against).
+        self.columnar = columnar
+        self.plans = Plans()
 
     @staticmethod
     def check(expr: str) -> Node:
@@ -145,7 +151,11 @@ class Engine:
                 if lo < hi:
                     out.append(Series(lbl.to_dict(labels), ts[lo:hi], vs[lo:hi]))
             return Matrix(out)
-        value = await ev.eval(node)
+        if self.columnar and node.type in ("vector", "scalar"):
+            result = await ColumnarEvaluator(ev, self.plans).eval(node)
+            value: Any = result.to_vector() if isinstance(result, Column) else [result]
+        else:
+            value = await ev.eval(node)
         seconds = at / 1000
         if node.type == "string":
             return String(str(value), seconds)
@@ -340,10 +350,17 @@ class _Evaluator:
         self.interval = interval
         self.steps = list(range(start, end + 1, interval))
         self.n = len(self.steps)
+        # Values of child nodes already evaluated by the columnar evaluator (by node id), which
+        # hands a node it does not implement to this one (columnar.py `fallback`).
+        self.injected: dict[int, Any] | None = None
 
     # --- dispatch -------------------------------------------------------------------------
 
     async def eval(self, node: Node) -> Any:
+        if self.injected is not None:
+            found = self.injected.get(id(node))
+            if found is not None:
+                return found
         await self.ctx.checkpoint()
         cache = self.ctx.cache
         if cache is None or not cache.subexpressions or not isinstance(node, _SHARED_NODES):
