@@ -23,6 +23,7 @@ to the step-wise evaluator with the children already evaluated here (`_Evaluator
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -356,7 +357,9 @@ class ColumnarEvaluator:
         select_block = getattr(ctx.source, "select_block", None)
         block = None
         if select_block is not None:
-            block = await select_block(sel.matchers, mint / 1000, maxt / 1000)
+            block = select_block(sel.matchers, mint / 1000, maxt / 1000)
+            if inspect.isawaitable(block):
+                block = await block
         if block is not None:
             ctx.count(int(np.count_nonzero(~np.isnan(block.ts))))
             result = (block, True)

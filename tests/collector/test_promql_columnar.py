@@ -116,6 +116,33 @@ async def test_columnar_rule_expressions_equal_the_step_wise_ones(calm: bool) ->
     assert not problems, "\n".join(problems[:20])
 
 
+@pytest.mark.parametrize("calm", [True, False], ids=["quiet", "firing"])
+async def test_rule_expressions_over_the_head_equal_the_step_wise_ones(calm: bool) -> None:
+    """The collector's path: the head's RangeBlocks through StorageReader (bench/rules.py's
+    fleet, fed scrape by scrape into a real Head), two evaluations so plans kept from the
+    first are used by the second."""
+    import random
+
+    from promql import END
+    from rules import head_source
+
+    source = await head_source(random.Random(2), 12)
+    columnar = Engine(source, 300, selector_cache_ttl=5.0)
+    stepwise = Engine(source, 300, selector_cache_ttl=5.0, columnar=False)
+    problems = []
+    for _cycle in range(2):
+        for engine in (columnar, stepwise):
+            assert engine.cache is not None
+            engine.cache.entries.clear()
+        for query in distinct_rules(200, calm):
+            ours = _canonical(await columnar.instant_query(query, END))
+            reference = _canonical(await stepwise.instant_query(query, END))
+            if ours != reference:
+                problems.append(f"{query}: columnar {ours!r:.300} step-wise {reference!r:.300}")
+    assert not problems, "\n".join(problems[:20])
+    assert columnar.plans.entries, "label plans were kept"
+
+
 async def test_errors_are_the_step_wise_errors(corpus_source: MemorySource) -> None:
     t = corpus.START + 1800
     both = (
