@@ -124,6 +124,7 @@ async def test_rule_expressions_over_the_head_equal_the_step_wise_ones(calm: boo
     import random
 
     from promql import END
+
     from rules import head_source
 
     source = await head_source(random.Random(2), 12)
