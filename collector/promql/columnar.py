@@ -153,6 +153,20 @@ class Plans:
     def __init__(self) -> None:
         self.entries: dict[tuple[Any, ...], tuple[tuple[Keys, ...], Any]] = {}
 
+    def text(self, node: Node) -> str:
+        """``repr(node)``, what the evaluation cache keys a subexpression by (it tells -0.0 from
+        0.0, which a hash does not), kept per node object: rules parse to the same nodes every
+        cycle (parse.py caches them), and a repr costs microseconds per level of the tree."""
+        key = ("repr", id(node))
+        found = self.entries.get(key)
+        if found is not None and found[0][0] is node:
+            return found[1]
+        text = repr(node)
+        if len(self.entries) >= self.MAX_ENTRIES:
+            self.entries.clear()
+        self.entries[key] = ((node,), text)  # type: ignore[assignment]
+        return text
+
     def get(self, parts: tuple[Keys, ...], tag: Any, stable: bool, build: Callable[[], Any]) -> Any:
         if not stable:
             return build()
@@ -281,7 +295,7 @@ class ColumnarEvaluator:
         cache = ctx.cache
         shared = cache is not None and cache.subexpressions and not isinstance(node, NumberLit)
         if shared:
-            key = ("col", repr(node), self.t, ctx.query_start, ctx.query_end)
+            key = ("col", self.plans.text(node), self.t, ctx.query_start, ctx.query_end)
             found = cache.lookup(key)
             if found is not None:
                 value, samples = found
