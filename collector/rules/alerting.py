@@ -16,6 +16,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from math import copysign
 from typing import Any
 
 from vpsmon.collector.rules.model import (
@@ -94,6 +95,25 @@ class RuleHealth:
     evaluation_time: float = 0.0
 
 
+@dataclass(slots=True)
+class _Made:
+    """What a series of the expression made: its alert labels and pure annotations."""
+
+    value: float  # the value the annotations (and labels, if they read it) were made for
+    labels: dict[str, str]
+    key: Labels
+    annotations: dict[str, str]  # never changed once made: alerts share it
+
+
+@dataclass(slots=True)
+class _Outputs:
+    state: AlertState
+    alerts: dict[str, str]
+    alerts_key: Labels
+    for_state: dict[str, str]
+    for_state_key: Labels
+
+
 class AlertingRule:
     kind = "alerting"
 
@@ -121,16 +141,19 @@ class AlertingRule:
             k: parse_alert_template(v, self.name) for k, v in self.annotations.items()
         }
         self.active: dict[Labels, Alert] = {}
-        # Expansions of deterministic templates by (template, series labels, value): most
-        # alerts keep their labels and many their value from one evaluation to the next.
-        self._expanded: dict[tuple[int, Labels, float], str] = {}
-        # In an alert storm most alerts are the same from one evaluation to the next: their
-        # labels (when no label template needs the value) and their ALERTS and
-        # ALERTS_FOR_STATE label sets are made once and kept while the alert is active.
+        # In an alert storm most alerts are the same from one evaluation to the next (issue
+        # #8): per series the expression returned last time, its alert labels and the
+        # expansions of the pure annotation templates are kept with the value they were made
+        # for, and reused while that series comes back (with the same value, for what reads
+        # it). Templates calling `query` or `now` are expanded at every evaluation.
         self._values_free = all(t.constant is not None for t in self._label_templates.values())
-        self._alert_labels: dict[Labels, tuple[dict[str, str], Labels]] = {}
-        self._outputs: dict[tuple[Labels, str], tuple[dict[str, str], Labels]] = {}
-        self._used_outputs: dict[tuple[Labels, str], tuple[dict[str, str], Labels]] = {}
+        self._labels_pure = all(t.deterministic for t in self._label_templates.values())
+        self._impure_annotations = [
+            (k, t) for k, t in self._annotation_templates.items() if not t.deterministic
+        ]
+        self._made: dict[Labels, _Made] = {}
+        # ALERTS and ALERTS_FOR_STATE label sets (with their keys) per active alert.
+        self._outputs: dict[Labels, _Outputs] = {}
         self.restored = False
         self.health = RuleHealth()
 
@@ -153,29 +176,40 @@ class AlertingRule:
         return [a for a in self.active.values() if a.state != AlertState.INACTIVE]
 
     async def _expand(
-        self,
-        template: Template,
-        labels: dict[str, str],
-        key: Labels,
-        value: float,
-        ctx: Context,
+        self, template: Template, labels: Mapping[str, str], value: float, ctx: Context
     ) -> str:
         if template.constant is not None:
             return template.constant
-        if not template.deterministic or value != value:  # NaN never equals itself
-            return await expand_alert_template(
-                template, labels, self.external_labels, self.external_url, value, ctx
-            )
-        cache_key = (id(template), key, value)
-        text = self._expanded.get(cache_key)
-        if text is None:
-            text = await expand_alert_template(
-                template, labels, self.external_labels, self.external_url, value, ctx
-            )
-            if len(self._expanded) > 200_000:
-                self._expanded.clear()
-            self._expanded[cache_key] = text
-        return text
+        return await expand_alert_template(
+            template, labels, self.external_labels, self.external_url, value, ctx
+        )
+
+    async def _make(self, series: Mapping[str, str], value: float, ctx: Context) -> _Made:
+        """The alert labels of a series at ``value``, and the expanded pure annotations."""
+        labels = {k: v for k, v in series.items() if k != "__name__"}
+        for name, template in self._label_templates.items():
+            text = await self._expand(template, series, value, ctx)
+            if text:
+                labels[name] = text
+            else:  # an empty value removes the label, as Prometheus' labels.Builder
+                labels.pop(name, None)
+        labels["alertname"] = self.name
+        made = _Made(value, labels, labels_key(labels), {})
+        await self._annotate(made, series, value, ctx)
+        return made
+
+    async def _annotate(
+        self, made: _Made, series: Mapping[str, str], value: float, ctx: Context
+    ) -> None:
+        # Every name in template order (impure ones filled in at each evaluation), so the
+        # annotations keep the rule's order.
+        made.value = value
+        made.annotations = {
+            name: ""
+            if not template.deterministic
+            else await self._expand(template, series, value, ctx)
+            for name, template in self._annotation_templates.items()
+        }
 
     async def evaluate(
         self, ts: float, query: QueryFunc, limit: int = 0, query_time: float | None = None
@@ -188,103 +222,117 @@ class AlertingRule:
             return [QuerySample(dict(s.labels), s.value) for s in await query(expr, t)]
 
         ctx = Context(at, template_query, self.external_url)
-        found: dict[Labels, Alert] = {}
-        known_labels = self._alert_labels if self._values_free else {}
-        alert_labels: dict[Labels, tuple[dict[str, str], Labels]] = {}
+        reuse_labels = self._values_free
+        labels_pure = self._labels_pure
+        impure = self._impure_annotations
+        known = self._made
+        made_now: dict[Labels, _Made] = {}
+        found: dict[Labels, tuple[_Made, dict[str, str], float]] = {}
         for sample in result:
-            series_labels = dict(sample.labels)
-            series_key = labels_key(series_labels)
-            made = known_labels.get(series_key)
-            if made is None:
-                labels = {k: v for k, v in series_labels.items() if k != "__name__"}
-                for name, template in self._label_templates.items():
-                    text = await self._expand(
-                        template, series_labels, series_key, sample.value, ctx
-                    )
-                    if text:
-                        labels[name] = text
-                    else:  # an empty value removes the label, as Prometheus' labels.Builder
-                        labels.pop(name, None)
-                labels["alertname"] = self.name
-                made = (labels, labels_key(labels))
-            if self._values_free:
-                alert_labels[series_key] = made
-            labels, key = dict(made[0]), made[1]
-            annotations = {
-                name: await self._expand(template, series_labels, series_key, sample.value, ctx)
-                for name, template in self._annotation_templates.items()
-            }
-            if key in found:
+            series = sample.labels
+            value = sample.value
+            series_key = labels_key(series)
+            made = known.get(series_key)
+            # The same value: equal, and the same sign for zeros (printf "%f" shows -0);
+            # NaN never equals itself, so a NaN value is always expanded again.
+            same = (
+                made is not None
+                and value == made.value
+                and (value != 0.0 or copysign(1.0, value) == copysign(1.0, made.value))
+            )
+            if made is None or not (same and labels_pure or reuse_labels):
+                made = await self._make(series, value, ctx)
+            elif not same:
+                await self._annotate(made, series, value, ctx)
+            made_now[series_key] = made
+            annotations = made.annotations
+            if impure:
+                annotations = dict(annotations)
+                for name, template in impure:
+                    annotations[name] = await self._expand(template, series, value, ctx)
+            if made.key in found:
                 raise QueryError(
                     "vector contains metrics with the same labelset after applying alert labels"
                 )
-            found[key] = Alert(labels, annotations, AlertState.PENDING, ts, sample.value)
-        self._alert_labels = alert_labels
+            found[made.key] = (made, annotations, value)
+        self._made = made_now
 
-        for key, fresh in found.items():
-            known = self.active.get(key)
-            if known is not None and known.state != AlertState.INACTIVE:
-                known.value = fresh.value
-                known.annotations = fresh.annotations
-                continue
-            self.active[key] = fresh
+        active = self.active
+        for key, (made, annotations, value) in found.items():
+            alert = active.get(key)
+            if alert is not None and alert.state is not AlertState.INACTIVE:
+                alert.value = value
+                alert.annotations = annotations
+            else:
+                active[key] = Alert(dict(made.labels), annotations, AlertState.PENDING, ts, value)
 
         out: list[OutputSample] = []
+        emit = self.restored
+        outputs = self._outputs
+        gone: list[Labels] = []
         counted = 0
-        for key, alert in list(self.active.items()):
+        for key, alert in active.items():
             keep_firing = False
             if key not in found:
-                if alert.state == AlertState.FIRING and self.keep_firing_for > 0:
+                if alert.state is AlertState.FIRING and self.keep_firing_for > 0:
                     if alert.keep_firing_since is None:
                         alert.keep_firing_since = ts
                     keep_firing = ts - alert.keep_firing_since < self.keep_firing_for
-                if alert.state == AlertState.PENDING or (
+                if alert.state is AlertState.PENDING or (
                     alert.resolved_at is not None and ts - alert.resolved_at > RESOLVED_RETENTION
                 ):
-                    del self.active[key]
-                if alert.state != AlertState.INACTIVE and not keep_firing:
+                    gone.append(key)
+                if alert.state is not AlertState.INACTIVE and not keep_firing:
                     alert.state = AlertState.INACTIVE
                     alert.resolved_at = ts
                 if not keep_firing:
+                    outputs.pop(key, None)
                     continue
-            else:
+            elif alert.keep_firing_since is not None:
                 alert.keep_firing_since = None
             counted += 1
-            if alert.state == AlertState.PENDING and ts - alert.active_at >= self.hold:
+            if alert.state is AlertState.PENDING and ts - alert.active_at >= self.hold:
                 alert.state = AlertState.FIRING
                 alert.fired_at = ts
-            if self.restored:
-                out.append(self._series(ALERT_METRIC, key, alert, ts, 1.0, with_state=True))
+            if emit:
+                made_out = outputs.get(key)
+                if made_out is None or made_out.state is not alert.state:
+                    made_out = outputs[key] = self._output_labels(key, alert, made_out)
+                out.append(OutputSample(made_out.alerts, ts, 1.0, made_out.alerts_key))
                 out.append(
-                    self._series(
-                        ALERT_FOR_STATE_METRIC, key, alert, ts, float(int(alert.active_at))
+                    OutputSample(
+                        made_out.for_state,
+                        ts,
+                        float(int(alert.active_at)),
+                        made_out.for_state_key,
                     )
                 )
-        self._outputs, self._used_outputs = self._used_outputs, {}
+        for key in gone:
+            del active[key]
+        if len(outputs) > len(active):  # alerts dropped or replaced outside an evaluation
+            self._outputs = {k: v for k, v in outputs.items() if k in active}
         if limit > 0 and counted > limit:
             self.active = {}
+            self._outputs = {}
             raise QueryError(f"exceeded limit of {limit} with {counted} alerts")
         return out
 
-    def _series(
-        self,
-        metric: str,
-        key: Labels,
-        alert: Alert,
-        ts: float,
-        value: float,
-        with_state: bool = False,
-    ) -> OutputSample:
-        state = alert.state.value if with_state else ""
-        cache_key = (key, metric + state)
-        made = self._outputs.get(cache_key)
+    def _output_labels(self, key: Labels, alert: Alert, made: _Outputs | None) -> _Outputs:
+        """ALERTS{alertstate} and ALERTS_FOR_STATE labels, as Prometheus' sample/forStateSample."""
+        state = alert.state.value
+        labels = {**self.labels, **alert.labels, "__name__": ALERT_METRIC, "alertname": self.name}
+        labels["alertstate"] = state
         if made is None:
-            labels = {**self.labels, **alert.labels, "__name__": metric, "alertname": self.name}
-            if with_state:
-                labels["alertstate"] = state
-            made = (labels, labels_key(labels))
-        self._used_outputs[cache_key] = made
-        return OutputSample(made[0], ts, value, made[1])
+            for_state = {
+                **self.labels,
+                **alert.labels,
+                "__name__": ALERT_FOR_STATE_METRIC,
+                "alertname": self.name,
+            }
+            return _Outputs(
+                alert.state, labels, labels_key(labels), for_state, labels_key(for_state)
+            )
+        return _Outputs(alert.state, labels, labels_key(labels), made.for_state, made.for_state_key)
 
     def alerts_to_send(self, ts: float, resend_delay: float, interval: float) -> list[Alert]:
         """Alerts due for the notifiers now; marks them sent (Prometheus' sendAlerts)."""

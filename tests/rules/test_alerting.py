@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from vpsmon.collector.rules.alerting import AlertState
 from vpsmon.collector.rules.group import RuleGroup
 from vpsmon.collector.rules.model import OutputSample, Sample
 from vpsmon.collector.rules.rulefile import parse_rule_file
+from vpsmon.collector.rules.template import Context, expand_alert_template, parse_alert_template
 from vpsmon.collector.storage.query import is_stale_marker
 
 RULES = """
@@ -131,3 +135,205 @@ async def test_a_failing_query_marks_the_rule_unhealthy_and_the_group_goes_on() 
     rule = group.alerting_rules()[0]
     assert (rule.health.health, rule.health.last_error) == ("err", "storage away")
     assert group.last_evaluation == 0
+
+
+# What an alerting rule keeps between evaluations (issue #8: labels, annotation expansions and
+# output label sets are reused while a series comes back) must never show a stale value.
+
+CACHED = """
+groups:
+  - name: g
+    interval: 1m
+    rules:
+      - alert: High
+        expr: load > 1
+        labels: {{{labels}}}
+        annotations: {{{annotations}}}
+"""
+
+
+def cached_group(
+    script: dict[float, list[Sample]], labels: str = "", annotations: str = ""
+) -> tuple[RuleGroup, Any]:
+    spec = parse_rule_file(CACHED.format(labels=labels, annotations=annotations), "r.yml").groups[0]
+    written: list[OutputSample] = []
+    sent: list[list[dict[str, Any]]] = []
+
+    async def append(samples: list[OutputSample]) -> None:
+        written.extend(samples)
+
+    async def notify(alerts: list[dict[str, Any]]) -> None:
+        sent.append(alerts)
+
+    group = RuleGroup(spec, query=Scripted(script), append=append, notify=notify)
+    for rule in group.alerting_rules():
+        rule.restored = True
+    return group, (written, sent)
+
+
+def load(value: float, instance: str = "web1") -> list[Sample]:
+    return [Sample({"__name__": "load", "instance": instance}, value)]
+
+
+async def summaries(group: RuleGroup, times: list[float]) -> list[str]:
+    rule = group.alerting_rules()[0]
+    out = []
+    for t in times:
+        await group.evaluate(t)
+        out.extend(a.annotations["summary"] for a in rule.active_alerts())
+    return out
+
+
+async def test_an_annotation_follows_the_value_when_the_labels_stay_the_same() -> None:
+    values = [2.0, 2.0, 3.5, 2.0, 1e9, float("nan"), float("nan"), 2.0]
+    script = {60.0 * i: load(v) for i, v in enumerate(values)}
+    group, _ = cached_group(script, annotations='summary: "{{ $value | humanize }}"')
+    texts = await summaries(group, sorted(script))
+    assert texts == ["2", "2", "3.5", "2", "1G", "NaN", "NaN", "2"]
+
+
+async def test_a_zero_that_turns_negative_shows_its_sign() -> None:
+    # 0 and -0 are equal as floats, but printf and humanize print "-0" for the second.
+    script = {0.0: load(0.0), 60.0: load(-0.0), 120.0: load(0.0)}
+    group, _ = cached_group(script, annotations='summary: "{{ printf \\"%.1f\\" $value }}"')
+    assert await summaries(group, [0.0, 60.0, 120.0]) == ["0.0", "-0.0", "0.0"]
+
+
+async def test_each_series_has_its_own_annotations_and_new_labels_get_new_text() -> None:
+    script = {
+        0.0: load(2.0, "web1") + load(2.0, "web2"),
+        60.0: load(2.0, "web2") + load(2.0, "web3"),
+    }
+    group, _ = cached_group(script, annotations='summary: "{{ $labels.instance }}"')
+    assert await summaries(group, [0.0, 60.0]) == ["web1", "web2", "web2", "web3"]
+
+
+async def test_a_label_reading_the_value_makes_a_new_alert_when_the_value_changes() -> None:
+    script = {0.0: load(2.0), 60.0: load(2.0), 120.0: load(9.0)}
+    group, (written, _) = cached_group(
+        script,
+        labels="band: '{{ if gt $value 5.0 }}high{{ else }}low{{ end }}'",
+        annotations='summary: "{{ $value }}"',
+    )
+    rule = group.alerting_rules()[0]
+    await group.evaluate(0.0)
+    await group.evaluate(60.0)
+    await group.evaluate(120.0)
+    alerts = {a.labels["band"]: a for a in rule.active.values()}
+    assert alerts["low"].shown_state == "resolved"
+    assert alerts["low"].annotations == {"summary": "2"}
+    assert alerts["high"].state == AlertState.FIRING
+    assert alerts["high"].annotations == {"summary": "9"}
+    bands = [
+        (s.labels["band"], is_stale_marker(s.value))
+        for s in written
+        if s.labels["__name__"] == "ALERTS"
+    ]
+    assert bands == [("low", False), ("low", False), ("high", False), ("low", True)]
+
+
+async def test_a_template_calling_query_is_expanded_again_at_every_evaluation() -> None:
+    answers = iter([3.0, 4.0, 5.0])
+
+    async def query(expr: str, t: float) -> list[Sample]:
+        if expr == "load > 1":
+            return load(2.0)
+        return [Sample({}, next(answers))]
+
+    group, _ = cached_group(
+        {},
+        labels="seen: '{{ with query \"other\" }}{{ . | first | value }}{{ end }}'",
+        annotations='summary: "{{ $value }}", other: "{{ $labels.seen }}"',
+    )
+    group.query = query
+    rule = group.alerting_rules()[0]
+    labels = []
+    for t in (0.0, 60.0, 120.0):
+        await group.evaluate(t)
+        labels.append(sorted(a.labels["seen"] for a in rule.active.values()))
+    # The label reads a query: each answer is a new alert (the older ones resolved).
+    assert labels == [["3"], ["3", "4"], ["3", "4", "5"]]
+
+
+async def test_an_annotation_calling_query_or_now_changes_while_the_alert_does_not() -> None:
+    answers = iter(["a", "b", "c"])
+
+    async def query(expr: str, t: float) -> list[Sample]:
+        if expr == "load > 1":
+            return load(2.0)
+        return [Sample({"name": next(answers)}, 1.0)]
+
+    group, _ = cached_group(
+        {},
+        annotations=(
+            'summary: "{{ $value }}",'
+            ' other: "{{ with query \\"other\\" }}{{ . | first | label \\"name\\" }}{{ end }}",'
+            ' at: "{{ now }}"'
+        ),
+    )
+    group.query = query
+    rule = group.alerting_rules()[0]
+    seen = []
+    for t in (0.0, 60.0, 120.0):
+        await group.evaluate(t)
+        (alert,) = rule.active.values()
+        seen.append(alert.annotations)
+    assert seen == [
+        {"summary": "2", "other": "a", "at": "0"},
+        {"summary": "2", "other": "b", "at": "60"},
+        {"summary": "2", "other": "c", "at": "120"},
+    ]
+
+
+async def test_alerts_series_follow_the_state_and_stop_while_the_alert_is_away() -> None:
+    script = {0.0: load(2.0), 60.0: load(2.0), 180.0: load(2.0), 240.0: load(2.0)}
+    group, (written, _) = cached_group(script)
+    group.rules[0].hold = 60.0  # type: ignore[union-attr]
+    for t in (0.0, 60.0, 120.0, 180.0, 240.0):
+        await group.evaluate(t)
+    alerts = [
+        (s.timestamp, s.labels.get("alertstate"))
+        for s in written
+        if s.labels["__name__"] == "ALERTS" and not is_stale_marker(s.value)
+    ]
+    assert alerts == [(0.0, "pending"), (60.0, "firing"), (180.0, "pending"), (240.0, "firing")]
+    for_state = [
+        (s.timestamp, s.value)
+        for s in written
+        if s.labels["__name__"] == "ALERTS_FOR_STATE" and not is_stale_marker(s.value)
+    ]
+    assert for_state == [(0.0, 0.0), (60.0, 0.0), (180.0, 180.0), (240.0, 180.0)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["web1", "web2", "web3"]),
+            st.sampled_from([0.0, -0.0, 1.0, 2.5, 1e9, float("nan"), float("inf"), -7.0]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+async def test_annotations_always_equal_a_fresh_expansion_of_the_current_value(
+    steps: list[dict[str, float]],
+) -> None:
+    template = '{{ $labels.instance }} {{ $value | humanize }} {{ printf \\"%.3g\\" $value }}'
+    script = {
+        60.0 * i: [Sample({"__name__": "load", "instance": k}, v) for k, v in step.items()]
+        for i, step in enumerate(steps)
+    }
+    group, _ = cached_group(script, annotations=f'summary: "{template}"')
+    rule = group.alerting_rules()[0]
+    oracle = parse_alert_template(template.replace('\\"', '"'), "oracle")
+    ctx = Context(0.0, None, "")
+    for i, step in enumerate(steps):
+        await group.evaluate(60.0 * i)
+        firing = {a.labels["instance"]: a for a in rule.active_alerts()}
+        assert sorted(firing) == sorted(step)
+        for instance, value in step.items():
+            want = await expand_alert_template(
+                oracle, {"__name__": "load", "instance": instance}, {}, "", value, ctx
+            )
+            assert firing[instance].annotations == {"summary": want}
