@@ -133,6 +133,11 @@ async def main(argv: list[str]) -> int:
         help="10 shapes x 20 thresholds (shared), 200 rules sharing nothing (distinct), or both",
     )
     parser.add_argument(
+        "--stepwise",
+        action="store_true",
+        help="evaluate step by step (Engine(columnar=False)), as before the columnar evaluator",
+    )
+    parser.add_argument(
         "--selectors-only",
         action="store_true",
         help="share selections only, not subexpression values, between rules",
@@ -160,8 +165,8 @@ async def main(argv: list[str]) -> int:
     print(
         f"\n### {args.rules} alerting rules over {args.servers} servers' head"
         f" ({args.source}; shared between rules:"
-        f" {'selections' if args.selectors_only else 'selections and subexpressions'}),"
-        " full cycle\n"
+        f" {'selections' if args.selectors_only else 'selections and subexpressions'};"
+        f" {'step-wise' if args.stepwise else 'columnar'} evaluator), full cycle\n"
     )
     sets = ("shared", "distinct") if args.set == "both" else (args.set,)
     if "distinct" in sets:
@@ -180,6 +185,7 @@ async def main(argv: list[str]) -> int:
             default_subquery_step=15.0,
             selector_cache_ttl=5.0,
             share_subexpressions=not args.selectors_only,
+            columnar=not args.stepwise,
         )
         group = RuleGroup(
             group_spec(args.rules, calm, distinct=rule_set == "distinct"),
