@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from vpsmon.collector.promql import kernels, mathops
 from vpsmon.collector.promql import labels as lbl
-from vpsmon.collector.promql import mathops
 from vpsmon.collector.promql.errors import PromQLError
 from vpsmon.collector.promql.functions import RANGE_FUNCTIONS, SIMPLE_FUNCTIONS, Window, quantile
 from vpsmon.collector.promql.labels import METRIC_NAME, Labels
@@ -49,59 +49,6 @@ from vpsmon.collector.storage.query import RangeBlock
 
 Keys = tuple[Labels, ...]
 
-
-class _RowKernels:  # TEMPORARY until collector/promql/kernels.py lands: one row at a time
-    @staticmethod
-    def _rows(ts: Any, vs: Any, low: float, high: float) -> Any:
-        import struct
-
-        from vpsmon.collector.storage.query import STALE_NAN_BITS
-
-        for i in range(ts.shape[0]):
-            t_row, v_row = ts[i].tolist(), vs[i].tolist()
-            pairs = [
-                (t, v) for t, v in zip(t_row, v_row, strict=True) if t == t and low <= t <= high
-            ]
-            yield i, pairs, STALE_NAN_BITS, struct
-
-    def instant(self, ts: Any, vs: Any, low: float, high: float, want_time: bool = False) -> Any:
-        values = np.full(ts.shape[0], math.nan)
-        present = np.zeros(ts.shape[0], bool)
-        for i, pairs, bits, struct in self._rows(ts, vs, -math.inf, high):
-            if not pairs:
-                continue
-            t, v = pairs[-1]
-            if t < low:
-                continue
-            if v != v and struct.unpack("<Q", struct.pack("<d", v))[0] == bits:
-                continue
-            values[i] = t if want_time else v
-            present[i] = True
-        return values, present
-
-    def range_function(self, name: str, ts: Any, vs: Any, window: Window) -> Any:
-        values = np.full(ts.shape[0], math.nan)
-        present = np.zeros(ts.shape[0], bool)
-        fn = RANGE_FUNCTIONS[name]
-        for i, pairs, bits, struct in self._rows(ts, vs, window.start / 1000, window.end / 1000):
-            pairs = [
-                (t, v)
-                for t, v in pairs
-                if not (v != v and struct.unpack("<Q", struct.pack("<d", v))[0] == bits)
-            ]
-            if not pairs:
-                continue
-            result = fn([t for t, _ in pairs], [v for _, v in pairs], window)
-            if result is not None:
-                values[i] = result
-                present[i] = True
-        return values, present
-
-
-try:
-    from vpsmon.collector.promql import kernels  # type: ignore[attr-defined]
-except ImportError:
-    kernels = _RowKernels()
 
 _EMPTY_KEYS: Keys = ()
 _NO_VALUES = np.empty(0)
@@ -463,7 +410,10 @@ class ColumnarEvaluator:
         start = end - arg.range
         block, stable = await self.block(arg.selector, start, end)
         window = Window(self.t, start, end, arg.range, params)
-        values, present = kernels.range_function(name, block.ts, block.vs, window)
+        if block.ts.size:
+            values, present = kernels.range_function(name, block.ts, block.vs, window)
+        else:  # no series, or none with a sample in the range
+            values, present = np.full(len(block.keys), math.nan), np.zeros(len(block.keys), bool)
         col = Column(block.keys, values, present, stable)
         if name == "last_over_time":
             return col
