@@ -6,11 +6,17 @@ the scalar path (functions.py per row, as engine.py's one-step loop runs it) ove
 rows, with `time.process_time()`. Prints µs per call and per row.
 
     .venv/bin/python bench/kernels.py [--rows 2000] [--width 41] [--kind counter|gauge|integer]
+                                      [--mallopt]
+
+``--mallopt`` keeps freed memory in glibc's heap (no mmap per large array, no trimming): each
+kernel makes a few temporaries of rows × width float64 (656 KB at 2000 × 41), and by default
+every one of them is fresh memory, page-faulted in again at each call.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import time
 
@@ -52,11 +58,19 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=41)
     parser.add_argument("--kind", default="counter", choices=["counter", "gauge", "integer"])
     parser.add_argument("--no-scalar", action="store_true")
+    parser.add_argument("--mallopt", action="store_true")
     args = parser.parse_args()
+    if args.mallopt:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
     ts, vs = make_block(args.rows, args.width, args.kind)
     end = T0 + (args.width - 1) * STEP + 3000
     start = end - 600_000
-    print(f"load average {os.getloadavg()}; {args.rows} rows × {args.width}, {args.kind}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"load average {load}; {args.rows} rows × {args.width}, {args.kind}, mallopt {args.mallopt}"
+    )
     print("| function | kernel µs | µs/row | scalar µs/row | speed-up |")
     print("|---|---:|---:|---:|---:|")
     lists = [(ts[i].tolist(), vs[i].tolist()) for i in range(args.rows)]

@@ -24,10 +24,10 @@ Python's, so a formula evaluated elementwise in the scalar code's order gives th
 What cannot be reproduced that way is done per row by the scalar function itself (a *row*
 fallback, so a few odd rows do not slow down the rest):
 
-- sums the scalar code takes with math.fsum (exactly rounded): `_exact_sums` computes them
-  with error-free transformations (TwoSum) and proves, per row, that the result is the
-  correctly rounded sum; rows where it cannot prove it (a sum of 0, whose sign fsum picks;
-  values near overflow; a sum too close to a rounding boundary) fall back;
+- sums the scalar code takes with math.fsum (exactly rounded): `_exact_sums` splits each
+  value exactly into a high and a low part whose sums are both exact, so their float sum is
+  fsum's result; rows where that is not proven (a sum of 0, whose sign fsum picks; values near
+  overflow; values spanning ~2**50 in magnitude) fall back;
 - rows with non-finite values where the scalar code switches to Kahan summation (sum, avg,
   stddev, stdvar, deriv, predict_linear), NaN in quantile_over_time (Go's NaN-first order);
 - holt_winters always (rare in rules);
@@ -56,10 +56,10 @@ _STALE = np.uint64(STALE_NAN_BITS)
 # Integers (ms) up to here are exact in float64 and their differences too, so rounding
 # ``ts * 1000`` and subtracting window bounds in float64 equals the scalar code's int math.
 _MS_LIMIT = 2.0**52
-_U = 2.0**-53  # unit roundoff
-_TINY = 2.0**-1074  # smallest subnormal
-# Rows whose absolute sum stays below this cannot overflow in fsum's partials nor in ours.
+# Rows whose absolute sum stays below this cannot overflow in fsum's partials nor in ours;
+# above _SUM_LOW, _exact_sums' grid (2**-53 * sigma) does not underflow.
 _SUM_LIMIT = 2.0**1020
+_SUM_LOW = 2.0**-960
 
 
 def _stale(vs: Array) -> Array:
@@ -166,50 +166,43 @@ def _fallback(
 # --- exactly rounded sums -----------------------------------------------------------------
 
 
-def _two_sum(a: Array, b: Array) -> tuple[Array, Array]:
-    """Knuth's TwoSum: s = fl(a + b) and e with a + b = s + e exactly (no overflow)."""
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
 def _exact_sums(x: Array) -> tuple[Array, Array]:
     """Per row, the correctly rounded sum of ``x`` (math.fsum's result) where ``ok``.
 
-    A pairwise tree of TwoSums gives s and error terms e_k with sum(x) = s + sum(e_k)
-    exactly. E = fl(sum(e_k)) is within ``bound`` (a generous multiple of the classic
-    gamma_n * sum|e_k|) of the exact error sum; with r + t = s + E exactly (TwoSum again), the
-    exact sum is within |t| + bound of r, and if that is less than half the gap between r and
-    its neighbours (a quarter of the upper gap when |r| is a power of two, whose lower gap is
-    half), r is the correctly rounded sum. Rows not ``ok``: sum 0 (fsum picks the zero's sign),
-    |x| summing to near overflow (fsum raises, the scalar code switches to Kahan), non-finite
-    values, or a sum too close to a rounding boundary; the caller falls back to fsum there.
+    Rump, Ogita and Oishi's ExtractVector ("Accurate floating-point summation part I", 2008,
+    lemma 3.3): with sigma a power of two above 2 * sum|x|, q = (sigma + x) - sigma and
+    p = x - q are exact, q is a multiple of u * sigma (u = 2**-53) and |p| <= u * sigma. So:
+
+    - sum(q) is exact in any order: every partial sum is a multiple of u * sigma below sigma;
+    - every p is a multiple of g, the spacing of the row's smallest non-zero |x| (q is a
+      multiple of u * sigma, itself a multiple of every x's spacing), and sum|p| <= n * u *
+      sigma; when that is below 2**53 * g every partial sum of p is exact too;
+    - so Q + P is the exact sum of the row, and fl(Q + P) its correctly rounded value (ties to
+      even), which is what fsum returns.
+
+    Rows not ``ok`` (the caller falls back to the scalar code): a sum of zero (fsum picks the
+    zero's sign), values or sums near overflow (fsum raises and the scalar code switches to
+    Kahan) or so tiny that u * sigma underflows, NaN or Inf, and rows whose values span more
+    than about 2**50 / n in magnitude (e.g. 1e16 and 0.1 together).
     """
     rows, width = x.shape
     if width == 0:
         return np.zeros(rows), np.zeros(rows, dtype=bool)
     with np.errstate(all="ignore"):
-        absum = np.abs(x).sum(axis=1)
-        errors = []
-        m = x
-        while m.shape[1] > 1:
-            pairs = m.shape[1] // 2
-            s, e = _two_sum(m[:, 0 : 2 * pairs : 2], m[:, 1 : 2 * pairs : 2])
-            errors.append(e)
-            m = np.concatenate([s, m[:, 2 * pairs :]], axis=1) if m.shape[1] % 2 else s
-        s = m[:, 0]
-        if errors:
-            e = np.concatenate(errors, axis=1)
-            err = e.sum(axis=1)
-            bound = np.abs(e).sum(axis=1) * (4 * width * _U) + width * _TINY
-        else:
-            err = np.zeros(rows)
-            bound = np.zeros(rows)
-        r, t = _two_sum(s, err)
-        gap = np.spacing(np.abs(r))
-        # The gap below a power of two is half the gap above it.
-        half = np.where(np.abs(np.frexp(r)[0]) == 0.5, gap / 4, gap / 2)
-        ok = (absum < _SUM_LIMIT) & (r != 0) & ((np.abs(t) + bound) * (1 + 2.0**-40) < half)
+        a = np.abs(x)
+        absum = a.sum(axis=1)
+        a[a == 0] = np.inf
+        g = np.spacing(a.min(axis=1))
+        del a
+        sigma = np.ldexp(1.0, np.frexp(absum)[1] + 1)
+        q = x + sigma[:, None]
+        q -= sigma[:, None]
+        p = x - q
+        r = q.sum(axis=1)
+        del q
+        r += p.sum(axis=1)
+        ok = (absum < _SUM_LIMIT) & (absum > _SUM_LOW) & (r != 0)
+        ok &= width * sigma < g * 2.0**106
     return r, ok
 
 
