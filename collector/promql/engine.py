@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from vpsmon.collector.promql import labels as lbl
 from vpsmon.collector.promql import mathops
 from vpsmon.collector.promql.columnar import Column, ColumnarEvaluator, Plans
@@ -153,7 +155,16 @@ class Engine:
             return Matrix(out)
         if self.columnar and node.type in ("vector", "scalar"):
             result = await ColumnarEvaluator(ev, self.plans).eval(node)
-            value: Any = result.to_vector() if isinstance(result, Column) else [result]
+            if isinstance(result, Column):  # straight to samples: a storm has 10^5 of them
+                rows = np.flatnonzero(result.present)
+                keys = result.keys
+                return Vector(
+                    [
+                        Sample(dict(keys[i]), v, at / 1000, keys[i])
+                        for i, v in zip(rows.tolist(), result.values[rows].tolist(), strict=True)
+                    ]
+                )
+            value: Any = [result]
         else:
             value = await ev.eval(node)
         seconds = at / 1000
@@ -163,7 +174,7 @@ class Engine:
             return Scalar(value[0], seconds)
         return Vector(
             [
-                Sample(lbl.to_dict(labels), vals[0], seconds)
+                Sample(lbl.to_dict(labels), vals[0], seconds, labels)
                 for labels, vals in value
                 if vals[0] is not None
             ]

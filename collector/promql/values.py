@@ -19,6 +19,9 @@ class Sample:
     labels: dict[str, str]
     value: float
     timestamp: float
+    # The labels as the engine keys them (sorted pairs, no empty values), when at hand: the
+    # rule manager keys alerts by it instead of sorting ``labels`` again (issue #8 storms).
+    key: tuple[tuple[str, str], ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
