@@ -30,7 +30,6 @@ fallback, so a few odd rows do not slow down the rest):
   overflow; values spanning ~2**50 in magnitude) fall back;
 - rows with non-finite values where the scalar code switches to Kahan summation (sum, avg,
   stddev, stdvar, deriv, predict_linear), NaN in quantile_over_time (Go's NaN-first order);
-- holt_winters always (rare in rules);
 - timestamps or window bounds beyond 2**52 ms, where float and Python int arithmetic differ.
 
 Rows whose samples are not contiguous in the block (holes, markers, cells outside the window
@@ -107,7 +106,9 @@ class _Rows:
         rows, width = ts.shape
         valid = (ts >= low) & (ts <= high)
         valid &= ~_stale(vs)
-        n = np.count_nonzero(valid, axis=1)
+        # A count per row; a float32 matrix-vector product is 4x faster than count_nonzero
+        # along short rows, and exact (counts < 2**24).
+        n = (valid.astype(np.float32) @ np.ones(width, np.float32)).astype(np.intp)
         first = np.argmax(valid, axis=1)
         last = width - 1 - np.argmax(valid[:, ::-1], axis=1)
         holes = np.flatnonzero((n > 0) & (last - first + 1 != n))
@@ -213,7 +214,9 @@ def range_function(name: str, ts: Array, vs: Array, window: Window) -> tuple[Arr
     """``RANGE_FUNCTIONS[name]`` over every row (engine.py ``range_function``, ``n == 1``)."""
     if name not in RANGE_FUNCTIONS:
         raise KeyError(name)
-    count = ts.shape[0]
+    count, width = ts.shape
+    if width == 0:  # no cells: no series has a sample
+        return np.full(count, np.nan), np.zeros(count, dtype=bool)
     low, high = window.start / 1000, window.end / 1000
     rows = _Rows(ts, vs, low, high)
     values = np.full(count, np.nan)
@@ -246,17 +249,14 @@ def _rate(name: str, rows: _Rows, w: Window, values: Array, present: Array) -> N
         pairs = rows.valid[:, 1:] & rows.valid[:, :-1]
         prev = V[:, :-1]
         reset = pairs & (V[:, 1:] < prev)
-        resets = np.count_nonzero(reset, axis=1)
-        one = np.flatnonzero(resets == 1)
-        if one.size:
-            col = np.argmax(reset[one], axis=1)
-            result[one] = result[one] + prev[one, col]
-        many = np.flatnonzero(resets > 1)
-        if many.size:  # each reset's previous value added in time order
-            sub, sub_reset, sub_prev = result[many], reset[many], prev[many]
-            for j in np.flatnonzero(sub_reset.any(axis=0)).tolist():
-                sub = np.where(sub_reset[:, j], sub + sub_prev[:, j], sub)
-            result[many] = sub
+        columns = np.flatnonzero(reset.any(axis=0))
+        if columns.size:
+            # Each reset's previous value added in time order, a column at a time; -0.0 is
+            # the additive identity (x + -0.0 == x bit for bit for every x, where +0.0 would
+            # turn a -0.0 result into +0.0), so the cells without a reset add nothing.
+            terms = np.where(reset, prev, -0.0)
+            for j in columns.tolist():
+                result += terms[:, j]
     first = np.rint(rows.at(T, rows.first) * 1000)
     last = np.rint(rows.at(T, rows.last) * 1000)
     duration_to_start = (first - float(w.start)) / 1000
@@ -418,6 +418,34 @@ def _quantile(name: str, rows: _Rows, w: Window, values: Array, present: Array) 
     _fallback(name, rows, np.flatnonzero(present & has_nan), w, values, present)
 
 
+def _holt_winters(name: str, rows: _Rows, w: Window, values: Array, present: Array) -> None:
+    """holt_winters' smoothing loop, a sample index at a time over all rows."""
+    first_row = np.flatnonzero(present)[:1].tolist()
+    if not first_row:
+        return
+    # The scalar function on one row checks the factors and raises as the scalar path does.
+    fn = RANGE_FUNCTIONS[name]
+    fn(*rows.row_lists(first_row[0]), w)
+    sf, tf = w.params
+    V, n = rows.V, rows.n
+    present &= n >= 2
+    width = V.shape[1]
+    col = np.minimum(rows.first, width - 1)
+    s0 = np.zeros(len(n))
+    s1 = rows.at(V, col)
+    b = rows.at(V, np.minimum(col + 1, width - 1)) - s1
+    one_sf, one_tf = 1 - sf, 1 - tf
+    result = s1.copy()
+    for i in range(1, int(n.max(initial=0))):
+        x = sf * rows.at(V, np.minimum(col + i, width - 1))
+        if i > 1:  # _trend(i - 1, ...): the first step keeps b
+            b = tf * (s1 - s0) + one_tf * b
+        y = one_sf * (s1 + b)
+        s0, s1 = s1, x + y
+        result = np.where(n - 1 == i, s1, result)  # a row's answer is s1 after its last sample
+    values[:] = result
+
+
 _KERNELS: dict[str, _Kernel] = {
     "rate": _rate,
     "increase": _rate,
@@ -438,5 +466,5 @@ _KERNELS: dict[str, _Kernel] = {
     "deriv": _regression,
     "predict_linear": _regression,
     "quantile_over_time": _quantile,
-    # holt_winters: the scalar function per row.
+    "holt_winters": _holt_winters,
 }
