@@ -92,39 +92,58 @@ class Column:
 
 class Plans:
     """Label work that depends only on label sets, kept per keys object (by identity; the
-    entry holds the keys so its id cannot be reused while kept). Bounded: when full, it
-    starts over (the next cycle rebuilds what it still needs)."""
+    entry holds the keys so its id cannot be reused while kept).
 
-    MAX_ENTRIES = 20_000
+    Bounded by the rows it covers, in two generations: when the current one has covered
+    ``MAX_ROWS`` rows it becomes the previous one and the one before is dropped; an entry found
+    in the previous generation moves to the current one. Plans of label sets that no longer
+    exist (series came or went, so the head made new keys) are gone after two turns, while
+    those a rule cycle keeps using stay, so series churn cannot grow it without limit."""
+
+    MAX_ROWS = 2_000_000
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[Any, ...], tuple[tuple[Keys, ...], Any]] = {}
+        self.entries: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
+        self.previous: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
+        self.rows = 0
+
+    def _find(self, key: tuple[Any, ...], parts: tuple[Any, ...]) -> tuple[bool, Any]:
+        found = self.entries.get(key)
+        if found is None:
+            found = self.previous.pop(key, None)
+            if found is None or not all(a is b for a, b in zip(found[0], parts, strict=True)):
+                return False, None
+            self._keep(key, found[0], found[1])
+        elif not all(a is b for a, b in zip(found[0], parts, strict=True)):
+            return False, None
+        return True, found[1]
+
+    def _keep(self, key: tuple[Any, ...], parts: tuple[Any, ...], value: Any) -> None:
+        rows = 1 + sum(len(p) for p in parts if isinstance(p, tuple))
+        if self.rows + rows > self.MAX_ROWS:
+            self.previous, self.entries, self.rows = self.entries, {}, 0
+        self.entries[key] = (parts, value)
+        self.rows += rows
 
     def text(self, node: Node) -> str:
         """``repr(node)``, what the evaluation cache keys a subexpression by (it tells -0.0 from
         0.0, which a hash does not), kept per node object: rules parse to the same nodes every
         cycle (parse.py caches them), and a repr costs microseconds per level of the tree."""
         key = ("repr", id(node))
-        found = self.entries.get(key)
-        if found is not None and found[0][0] is node:
-            return found[1]
-        text = repr(node)
-        if len(self.entries) >= self.MAX_ENTRIES:
-            self.entries.clear()
-        self.entries[key] = ((node,), text)  # type: ignore[assignment]
+        hit, text = self._find(key, (node,))
+        if not hit:
+            text = repr(node)
+            self._keep(key, (node,), text)
         return text
 
     def get(self, parts: tuple[Keys, ...], tag: Any, stable: bool, build: Callable[[], Any]) -> Any:
         if not stable:
             return build()
         key = (*map(id, parts), tag)
-        found = self.entries.get(key)
-        if found is not None and all(a is b for a, b in zip(found[0], parts, strict=True)):
-            return found[1]
-        value = build()
-        if len(self.entries) >= self.MAX_ENTRIES:
-            self.entries.clear()
-        self.entries[key] = (parts, value)
+        hit, value = self._find(key, parts)
+        if not hit:
+            value = build()
+            self._keep(key, parts, value)
         return value
 
 

@@ -161,3 +161,30 @@ async def test_errors_are_the_step_wise_errors(corpus_source: MemorySource) -> N
         ours, reference = await _both(corpus_source, query, t, 0.0)
         assert ours == reference, query
         assert ours[0] == "error", (query, ours)
+
+
+def test_label_plans_stay_bounded_under_series_churn_and_keep_what_is_used() -> None:
+    from vpsmon.collector.promql.columnar import Plans
+
+    plans = Plans()
+    plans.MAX_ROWS = 1_000
+    used = tuple(((("__name__", "up"), ("instance", f"i{i}")),) for i in range(10))
+    builds = 0
+
+    def build() -> str:
+        nonlocal builds
+        builds += 1
+        return "plan"
+
+    for cycle in range(500):
+        for keys in used:  # what every cycle reads: built once, kept
+            plans.get((keys,), "tag", True, build)
+        # a churning selection: new label sets (a new keys object) every cycle
+        churn = tuple(((("__name__", "c"), ("n", f"{cycle}-{i}")),) for i in range(50))
+        plans.get((churn,), "tag", True, build)
+    assert builds == len(used) + 500
+    kept = len(plans.entries) + len(plans.previous)
+    # Two generations of at most MAX_ROWS rows: ~19 churned plans (51 rows each) and the 10
+    # used ones in each, against 510 plans if nothing were dropped.
+    assert kept <= 2 * (1_000 // 51 + len(used)), kept
+    assert plans.get((used[0],), "tag", True, lambda: "rebuilt") == "plan"
