@@ -195,6 +195,15 @@ def blocks(draw: st.DrawFn) -> tuple[Any, Any, list[int]]:
         for c, ms, v in zip(cells, times, values, strict=True):
             ts[i, c] = ms / 1000
             vs[i, c] = v
+    layout = draw(st.sampled_from(["C", "F", "view"]))
+    if layout == "F":
+        ts, vs = np.asfortranarray(ts), np.asfortranarray(vs)
+    elif layout == "view":  # a slice of wider matrices, as a head might hand out
+        ts = np.concatenate([ts, np.zeros((rows, 2))], axis=1)[:, :width]
+        vs = np.concatenate([vs, np.zeros((rows, 2))], axis=1)[:, :width]
+    # The head may share its buffers between cycles: a kernel must never write to them.
+    ts.setflags(write=False)
+    vs.setflags(write=False)
     return ts, vs, grid
 
 
@@ -377,3 +386,33 @@ def test_rows_of_ordinary_floats_take_the_vectorized_exact_sum() -> None:
     sums, ok = kernels._exact_sums(x)
     assert ok.all()
     assert all(bits(sums[i]) == bits(math.fsum(x[i].tolist())) for i in range(2000) if ok[i])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ordinary_rows_are_computed_without_the_per_row_scalar_fallback(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The vectorized path is what the property tests compare on such rows, and what keeps a
+    # rule cycle fast (issue #8): counters with a reset, gauges, a hole, a short row.
+    rng = np.random.default_rng(8)
+    rows, width = 40, 41
+    ts = (T0 + np.arange(width)[None, :] * 15_000 + rng.integers(0, 3000, (rows, 1))) / 1000
+    vs = np.cumsum(rng.uniform(0, 1e4, (rows, width)), axis=1).round(3)
+    vs[rows // 2 :] = rng.uniform(-5, 8, (rows - rows // 2, width))
+    vs[3, 20:] -= vs[3, 19]  # a reset
+    ts[4, 10] = np.nan  # a hole
+    ts[5, :30] = np.nan  # a short row
+    vs[6, 7] = STALE_NAN
+    fallen: list[int] = []
+    original = kernels._fallback
+
+    def spy(name: str, rows_: Any, which: Any, *rest: Any) -> None:
+        fallen.extend(which.tolist())
+        original(name, rows_, which, *rest)
+
+    monkeypatch.setattr(kernels, "_fallback", spy)
+    end = T0 + (width - 1) * 15_000 + 3000
+    params = {"predict_linear": (3600.0,), "quantile_over_time": (0.9,)}
+    w = Window(end, end - 600_000, end, 600_000, params.get(name, (0.5, 0.5)))
+    check_range(name, ts, vs, w)
+    assert fallen == []
