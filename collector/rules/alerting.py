@@ -59,6 +59,8 @@ class Alert:
     last_sent_at: float | None = None
     valid_until: float | None = None
     keep_firing_since: float | None = None
+    # Its ALERTS and ALERTS_FOR_STATE label sets, made by its rule (see _Outputs).
+    outputs: _Outputs | None = field(default=None, repr=False, compare=False)
 
     @property
     def shown_state(self) -> str:
@@ -95,23 +97,14 @@ class RuleHealth:
     evaluation_time: float = 0.0
 
 
-@dataclass(slots=True)
-class _Made:
-    """What a series of the expression made: its alert labels and pure annotations."""
+# What a series of the expression made: (the value the annotations, and the labels if they
+# read it, were made for; alert labels; their key; pure annotations). Plain tuples of strings,
+# dicts of strings and floats: the garbage collector stops walking them after one look, which
+# matters with ~100,000 alerts (issue #8). Never changed once made: alerts share the dicts.
+_Made = tuple[float, dict[str, str], Labels, dict[str, str]]
 
-    value: float  # the value the annotations (and labels, if they read it) were made for
-    labels: dict[str, str]
-    key: Labels
-    annotations: dict[str, str]  # never changed once made: alerts share it
-
-
-@dataclass(slots=True)
-class _Outputs:
-    state: AlertState
-    alerts: dict[str, str]
-    alerts_key: Labels
-    for_state: dict[str, str]
-    for_state_key: Labels
+# An alert's output label sets: (alertstate, ALERTS labels, key, ALERTS_FOR_STATE labels, key).
+_Outputs = tuple[str, dict[str, str], Labels, dict[str, str], Labels]
 
 
 class AlertingRule:
@@ -152,8 +145,6 @@ class AlertingRule:
             (k, t) for k, t in self._annotation_templates.items() if not t.deterministic
         ]
         self._made: dict[Labels, _Made] = {}
-        # ALERTS and ALERTS_FOR_STATE label sets (with their keys) per active alert.
-        self._outputs: dict[Labels, _Outputs] = {}
         self.restored = False
         self.health = RuleHealth()
 
@@ -194,17 +185,14 @@ class AlertingRule:
             else:  # an empty value removes the label, as Prometheus' labels.Builder
                 labels.pop(name, None)
         labels["alertname"] = self.name
-        made = _Made(value, labels, labels_key(labels), {})
-        await self._annotate(made, series, value, ctx)
-        return made
+        return (value, labels, labels_key(labels), await self._annotate(series, value, ctx))
 
     async def _annotate(
-        self, made: _Made, series: Mapping[str, str], value: float, ctx: Context
-    ) -> None:
+        self, series: Mapping[str, str], value: float, ctx: Context
+    ) -> dict[str, str]:
         # Every name in template order (impure ones filled in at each evaluation), so the
         # annotations keep the rule's order.
-        made.value = value
-        made.annotations = {
+        return {
             name: ""
             if not template.deterministic
             else await self._expand(template, series, value, ctx)
@@ -227,48 +215,58 @@ class AlertingRule:
         impure = self._impure_annotations
         known = self._made
         made_now: dict[Labels, _Made] = {}
-        found: dict[Labels, tuple[_Made, dict[str, str], float]] = {}
+        # Alert key -> what its series made; its value is the sample's (equal, with the same
+        # sign, or this very NaN), so the alerts take it from there.
+        found: dict[Labels, _Made] = {}
+        with_impure: dict[Labels, dict[str, str]] = {}
         for sample in result:
             series = sample.labels
             value = sample.value
-            series_key = labels_key(series)
+            series_key = sample.key
+            if series_key is None:
+                series_key = labels_key(series)
             made = known.get(series_key)
-            # The same value: equal, and the same sign for zeros (printf "%f" shows -0);
-            # NaN never equals itself, so a NaN value is always expanded again.
-            same = (
-                made is not None
-                and value == made.value
-                and (value != 0.0 or copysign(1.0, value) == copysign(1.0, made.value))
-            )
-            if made is None or not (same and labels_pure or reuse_labels):
+            if made is None:
                 made = await self._make(series, value, ctx)
-            elif not same:
-                await self._annotate(made, series, value, ctx)
+            else:
+                # The same value: equal, and the same sign for zeros (printf "%f" shows -0);
+                # NaN never equals itself, so a NaN value is always expanded again.
+                was = made[0]
+                same = value == was and (value != 0.0 or copysign(1.0, value) == copysign(1.0, was))
+                if not same:
+                    if reuse_labels:
+                        made = (value, made[1], made[2], await self._annotate(series, value, ctx))
+                    else:
+                        made = await self._make(series, value, ctx)
+                elif not labels_pure:
+                    made = await self._make(series, value, ctx)
             made_now[series_key] = made
-            annotations = made.annotations
-            if impure:
-                annotations = dict(annotations)
-                for name, template in impure:
-                    annotations[name] = await self._expand(template, series, value, ctx)
-            if made.key in found:
+            key = made[2]
+            if key in found:
                 raise QueryError(
                     "vector contains metrics with the same labelset after applying alert labels"
                 )
-            found[made.key] = (made, annotations, value)
+            found[key] = made
+            if impure:
+                annotations = dict(made[3])
+                for name, template in impure:
+                    annotations[name] = await self._expand(template, series, value, ctx)
+                with_impure[key] = annotations
         self._made = made_now
 
         active = self.active
-        for key, (made, annotations, value) in found.items():
+        for key, (value, labels, _, annotations) in found.items():
+            if impure:
+                annotations = with_impure[key]
             alert = active.get(key)
             if alert is not None and alert.state is not AlertState.INACTIVE:
                 alert.value = value
                 alert.annotations = annotations
             else:
-                active[key] = Alert(dict(made.labels), annotations, AlertState.PENDING, ts, value)
+                active[key] = Alert(dict(labels), annotations, AlertState.PENDING, ts, value)
 
         out: list[OutputSample] = []
         emit = self.restored
-        outputs = self._outputs
         gone: list[Labels] = []
         counted = 0
         for key, alert in active.items():
@@ -286,7 +284,6 @@ class AlertingRule:
                     alert.state = AlertState.INACTIVE
                     alert.resolved_at = ts
                 if not keep_firing:
-                    outputs.pop(key, None)
                     continue
             elif alert.keep_firing_since is not None:
                 alert.keep_firing_since = None
@@ -295,44 +292,38 @@ class AlertingRule:
                 alert.state = AlertState.FIRING
                 alert.fired_at = ts
             if emit:
-                made_out = outputs.get(key)
-                if made_out is None or made_out.state is not alert.state:
-                    made_out = outputs[key] = self._output_labels(key, alert, made_out)
-                out.append(OutputSample(made_out.alerts, ts, 1.0, made_out.alerts_key))
-                out.append(
-                    OutputSample(
-                        made_out.for_state,
-                        ts,
-                        float(int(alert.active_at)),
-                        made_out.for_state_key,
-                    )
-                )
+                made_out = alert.outputs
+                if made_out is None or made_out[0] != alert.state:
+                    made_out = alert.outputs = self._output_labels(alert)
+                out.append(OutputSample(made_out[1], ts, 1.0, made_out[2]))
+                out.append(OutputSample(made_out[3], ts, float(int(alert.active_at)), made_out[4]))
         for key in gone:
             del active[key]
-        if len(outputs) > len(active):  # alerts dropped or replaced outside an evaluation
-            self._outputs = {k: v for k, v in outputs.items() if k in active}
         if limit > 0 and counted > limit:
             self.active = {}
-            self._outputs = {}
             raise QueryError(f"exceeded limit of {limit} with {counted} alerts")
         return out
 
-    def _output_labels(self, key: Labels, alert: Alert, made: _Outputs | None) -> _Outputs:
-        """ALERTS{alertstate} and ALERTS_FOR_STATE labels, as Prometheus' sample/forStateSample."""
+    def _output_labels(self, alert: Alert) -> _Outputs:
+        """ALERTS{alertstate} and ALERTS_FOR_STATE labels, as Prometheus' sample/forStateSample.
+
+        They depend on the rule's name and labels and the alert's labels and state only (the
+        labels of an alert never change): kept on the alert while its state stays the same.
+        """
         state = alert.state.value
         labels = {**self.labels, **alert.labels, "__name__": ALERT_METRIC, "alertname": self.name}
         labels["alertstate"] = state
-        if made is None:
+        if alert.outputs is not None:
+            _, _, _, for_state, for_state_key = alert.outputs
+        else:
             for_state = {
                 **self.labels,
                 **alert.labels,
                 "__name__": ALERT_FOR_STATE_METRIC,
                 "alertname": self.name,
             }
-            return _Outputs(
-                alert.state, labels, labels_key(labels), for_state, labels_key(for_state)
-            )
-        return _Outputs(alert.state, labels, labels_key(labels), made.for_state, made.for_state_key)
+            for_state_key = labels_key(for_state)
+        return (state, labels, labels_key(labels), for_state, for_state_key)
 
     def alerts_to_send(self, ts: float, resend_delay: float, interval: float) -> list[Alert]:
         """Alerts due for the notifiers now; marks them sent (Prometheus' sendAlerts)."""

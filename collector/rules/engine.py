@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from vpsmon.collector.promql import Engine, PromQLError, Scalar, Vector
@@ -13,6 +14,7 @@ from vpsmon.collector.rules.model import (
     QueryError,
     QueryFunc,
     Sample,
+    VectorSample,
 )
 
 log = logging.getLogger("vpsmon.rules")
@@ -21,13 +23,15 @@ log = logging.getLogger("vpsmon.rules")
 def engine_query(engine: Engine) -> QueryFunc:
     """Prometheus' EngineQueryFunc: an instant query whose result must be a vector or scalar."""
 
-    async def query(expr: str, t: float) -> list[Sample]:
+    async def query(expr: str, t: float) -> Sequence[VectorSample]:
         try:
             value = await engine.instant_query(expr, t)
         except PromQLError as err:
             raise QueryError(str(err)) from None
         if isinstance(value, Vector):
-            return [Sample(s.labels, s.value) for s in value.samples]
+            # The engine's samples as they are: the rules only read them (an alert storm
+            # returns ~100,000 of them per cycle, issue #8).
+            return value.samples
         if isinstance(value, Scalar):
             return [Sample({}, value.value)]
         raise QueryError("rule result is not a vector or scalar")

@@ -81,7 +81,6 @@ class RuleGroup:
         self.rules = build_rules(spec, external_labels or {}, external_url)
         self.last_evaluation: float | None = None
         self.evaluation_time = 0.0
-        self._previous: list[set[Labels]] = [set() for _ in self.rules]
         self._previous_samples: list[dict[Labels, Mapping[str, str]]] = [{} for _ in self.rules]
 
     def alerting_rules(self) -> list[AlertingRule]:
@@ -104,7 +103,6 @@ class RuleGroup:
             j = matches.pop(0)
             previous = old.rules[j]
             rule.health = previous.health
-            self._previous[i] = old._previous[j]
             self._previous_samples[i] = old._previous_samples[j]
             if isinstance(rule, AlertingRule) and isinstance(previous, AlertingRule):
                 rule.active = previous.active
@@ -147,18 +145,21 @@ class RuleGroup:
             if isinstance(rule, AlertingRule):
                 for alert in rule.alerts_to_send(ts, self.resend_delay, self.interval):
                     due.append(rule.postable(alert, self.external_url))
-            current: dict[Labels, Mapping[str, str]] = {}
-            for s in samples:
-                if s.key is not None:  # an alerting rule's output: made once, never changed
-                    current[s.key] = s.labels
-                else:
-                    current[labels_key(s.labels)] = dict(s.labels)
+            # Rule outputs come with their key (labels never changed once made): no sorting
+            # or copying per series per cycle (issue #8: ~170,000 of them in an alert storm).
+            current: dict[Labels, Mapping[str, str]] = {
+                (s.key if s.key is not None else labels_key(s.labels)): s.labels for s in samples
+            }
             outputs.extend(samples)
             stamp = samples[0].timestamp if samples else query_time
-            for key, labels in self._previous_samples[i].items():
-                if key not in current:
-                    outputs.append(OutputSample(labels, stamp, STALE_NAN))
-            self._previous[i] = set(current)
+            previous = self._previous_samples[i]
+            outputs.extend(
+                [
+                    OutputSample(labels, stamp, STALE_NAN)
+                    for key, labels in previous.items()
+                    if key not in current
+                ]
+            )
             self._previous_samples[i] = current
         if outputs:
             try:

@@ -7,9 +7,9 @@ notify function, never on the engine, the storage or the notifiers themselves
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -24,6 +24,22 @@ class Sample:
 
     labels: Mapping[str, str]
     value: float
+    key: Labels | None = None  # labels_key(labels), when at hand
+
+
+class VectorSample(Protocol):
+    """What the rules read of a query result's element: `Sample`, or the engine's own sample
+    handed over as it is (issue #8: no copy per element per cycle). Never changed by a rule."""
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+    @property
+    def value(self) -> float: ...
+
+    @property
+    def key(self) -> Labels | None:
+        """labels_key(labels) or None; the engine's samples carry it (sorted, no empties)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +57,8 @@ class QueryError(Exception):
 
 
 # An instant query at a time (Unix seconds) whose result is a vector; a scalar comes back as
-# one sample without labels; anything else raises QueryError.
-QueryFunc = Callable[[str, float], Awaitable[list[Sample]]]
+# one sample without labels; anything else raises QueryError. The caller only reads it.
+QueryFunc = Callable[[str, float], Awaitable[Sequence[VectorSample]]]
 
 # Stores rule outputs (and staleness markers) as series.
 AppendFunc = Callable[[list[OutputSample]], Awaitable[None]]

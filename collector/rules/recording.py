@@ -39,7 +39,7 @@ class RecordingRule:
                     "vector contains metrics with the same labelset after applying rule labels"
                 )
             seen.add(key)
-            out.append(OutputSample(labels, at, sample.value))
+            out.append(OutputSample(labels, at, sample.value, key))
         if limit > 0 and len(out) > limit:
             raise QueryError(f"exceeded limit of {limit} with {len(out)} series")
         return out

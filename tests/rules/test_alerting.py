@@ -7,9 +7,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vpsmon.collector.promql import Engine, MemorySource
 from vpsmon.collector.rules.alerting import AlertState
+from vpsmon.collector.rules.engine import engine_query
 from vpsmon.collector.rules.group import RuleGroup
-from vpsmon.collector.rules.model import OutputSample, Sample
+from vpsmon.collector.rules.model import OutputSample, Sample, labels_key
 from vpsmon.collector.rules.rulefile import parse_rule_file
 from vpsmon.collector.rules.template import Context, expand_alert_template, parse_alert_template
 from vpsmon.collector.storage.query import is_stale_marker
@@ -337,3 +339,20 @@ async def test_annotations_always_equal_a_fresh_expansion_of_the_current_value(
                 oracle, {"__name__": "load", "instance": instance}, {}, "", value, ctx
             )
             assert firing[instance].annotations == {"summary": want}
+
+
+async def test_the_engines_samples_reach_the_rules_keyed_as_the_rules_key_their_labels() -> None:
+    # The rules take a query result's key as the series' identity instead of sorting its
+    # labels: it must be labels_key(labels), for the step-wise and the columnar evaluator.
+    source = MemorySource()
+    for t in (0.0, 15.0, 30.0):
+        source.add({"__name__": "up", "job": "node", "instance": "b", "zone": ""}, t, 0.0)
+        source.add({"__name__": "up", "job": "node", "instance": "a"}, t, 1.0)
+    exprs = ["up", "up == 0", "sum by (job, instance) (rate(up[1m])) >= 0", "-up"]
+    for columnar in (True, False):
+        query = engine_query(Engine(source, columnar=columnar))
+        for expr in exprs:
+            result = await query(expr, 30.0)
+            assert result
+            for sample in result:
+                assert sample.key is None or sample.key == labels_key(sample.labels)
