@@ -397,15 +397,22 @@ def _regression(name: str, rows: _Rows, w: Window, values: Array, present: Array
 
 
 def _quantile(name: str, rows: _Rows, w: Window, values: Array, present: Array) -> None:
-    """quantile_over_time: a stable sort keeps equal values (0.0, -0.0) in time order, as
-    Python's sorted does; rows with NaN (sorted first by Go's rule) fall back."""
+    """quantile_over_time with numpy's sort. Python's sort is stable, so equal values keep
+    their time order; only 0.0 and -0.0 are equal with different bits, and rows holding both
+    fall back, as do rows with NaN (sorted first by Go's rule)."""
     q = w.params[0]
     if q != q or q < 0 or q > 1:
         values[:] = math.nan if q != q else (-math.inf if q < 0 else math.inf)
         return
     V, n = rows.V, rows.n
-    has_nan = (rows.valid & np.isnan(V)).any(axis=1)
-    ordered = np.sort(np.where(rows.valid, V, np.inf), axis=1, kind="stable")
+    odd = (rows.valid & np.isnan(V)).any(axis=1)
+    zero = rows.valid & (V == 0)
+    with_zero = np.flatnonzero(zero.any(axis=1))
+    if with_zero.size:
+        negative = np.signbit(V[with_zero])
+        both = (zero[with_zero] & negative).any(axis=1) & (zero[with_zero] & ~negative).any(axis=1)
+        odd[with_zero] |= both
+    ordered = np.sort(np.where(rows.valid, V, np.inf), axis=1)
     nf = n.astype(np.float64)
     rank = q * (nf - 1)
     floor = np.floor(rank)
@@ -415,7 +422,7 @@ def _quantile(name: str, rows: _Rows, w: Window, values: Array, present: Array) 
     lo = np.clip(lower, 0, None).astype(np.intp)
     hi = np.clip(upper, 0, None).astype(np.intp)
     values[:] = rows.at(ordered, lo) * (1 - weight) + rows.at(ordered, hi) * weight
-    _fallback(name, rows, np.flatnonzero(present & has_nan), w, values, present)
+    _fallback(name, rows, np.flatnonzero(present & odd), w, values, present)
 
 
 def _holt_winters(name: str, rows: _Rows, w: Window, values: Array, present: Array) -> None:

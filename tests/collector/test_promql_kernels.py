@@ -416,3 +416,14 @@ def test_ordinary_rows_are_computed_without_the_per_row_scalar_fallback(
     w = Window(end, end - 600_000, end, 600_000, params.get(name, (0.5, 0.5)))
     check_range(name, ts, vs, w)
     assert fallen == []
+
+
+def test_quantile_over_time_orders_equal_zeros_by_time_as_the_stable_scalar_sort() -> None:
+    rows = [
+        [(0, 0.0), (15, -0.0), (30, -0.0), (45, 0.0), (60, 1.0)],
+        [(0, -0.0), (15, 0.0), (30, 0.0), (45, -0.0), (60, -1.0)],
+        [(t, -0.0 if t % 2 else 0.0) for t in range(40)],
+    ]
+    ts, vs = block(*rows)
+    for q in (0.0, 0.1, 0.25, 0.5, 0.6, 0.75, 1.0):
+        check_range("quantile_over_time", ts, vs, window(0, 60, q))
