@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from math import copysign
 from typing import Any
@@ -70,16 +71,22 @@ class Alert:
         return self.state.value
 
     def needs_sending(self, ts: float, resend_delay: float) -> bool:
-        if self.state == AlertState.PENDING:
+        """Prometheus' needsSending: firing or resolved, and not sent since it resolved or
+        for longer than the resend delay."""
+        if self.state is AlertState.PENDING:
             return False
-        if self.resolved_at is not None and (
-            self.last_sent_at is None or self.resolved_at > self.last_sent_at
-        ):
+        last = self.last_sent_at
+        if last is None:
             return True
-        return self.last_sent_at is None or self.last_sent_at + resend_delay < ts
+        if self.resolved_at is not None and self.resolved_at > last:
+            return True
+        return last + resend_delay < ts
 
 
+@functools.lru_cache(maxsize=4096)
 def rfc3339(ts: float) -> str:
+    # Cached: the alerts sent together share their times (issue #8: a resend of an alert
+    # storm formats ~100,000 startsAt/endsAt, most of them the same few instants).
     text = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
 
@@ -145,6 +152,8 @@ class AlertingRule:
             (k, t) for k, t in self._annotation_templates.items() if not t.deterministic
         ]
         self._made: dict[Labels, _Made] = {}
+        # (external URL, generatorURL of the notifications), made at the first notification.
+        self._generator_url: tuple[str, str] | None = None
         self.restored = False
         self.health = RuleHealth()
 
@@ -325,24 +334,45 @@ class AlertingRule:
             for_state_key = labels_key(for_state)
         return (state, labels, labels_key(labels), for_state, for_state_key)
 
-    def alerts_to_send(self, ts: float, resend_delay: float, interval: float) -> list[Alert]:
-        """Alerts due for the notifiers now; marks them sent (Prometheus' sendAlerts)."""
+    def due_notifications(
+        self, ts: float, resend_delay: float, interval: float, external_url: str
+    ) -> list[dict[str, Any]]:
+        """Postable alerts due for the notifiers now; marks them sent (Prometheus' sendAlerts).
+
+        Only alerts that need sending are looked at twice: a pending alert, or one sent less
+        than ``resend_delay`` ago and not resolved since, costs one test per evaluation.
+        """
         due = []
+        valid_until = ts + 4 * max(resend_delay, interval)
+        pending = AlertState.PENDING
         for alert in self.active.values():
-            if alert.needs_sending(ts, resend_delay):
-                alert.last_sent_at = ts
-                alert.valid_until = ts + 4 * max(resend_delay, interval)
-                due.append(replace(alert, labels=dict(alert.labels)))
+            # Alert.needs_sending, inlined: it runs for every alert at every evaluation.
+            if alert.state is pending:
+                continue
+            last = alert.last_sent_at
+            if (
+                last is not None
+                and (alert.resolved_at is None or alert.resolved_at <= last)
+                and last + resend_delay >= ts
+            ):
+                continue
+            alert.last_sent_at = ts
+            alert.valid_until = valid_until
+            due.append(self.postable(alert, external_url))
         return due
 
     def postable(self, alert: Alert, external_url: str) -> dict[str, Any]:
         """An Alertmanager v2 postable alert (notifier.Alert), external labels added."""
         ends = alert.resolved_at if alert.resolved_at is not None else alert.valid_until
+        generator = self._generator_url
+        if generator is None or generator[0] != external_url:
+            generator = (external_url, external_url.rstrip("/") + table_link(self.expr))
+            self._generator_url = generator
         body: dict[str, Any] = {
             "labels": {**self.external_labels, **alert.labels},
             "annotations": dict(alert.annotations),
             "startsAt": rfc3339(alert.fired_at if alert.fired_at is not None else alert.active_at),
-            "generatorURL": external_url.rstrip("/") + table_link(self.expr),
+            "generatorURL": generator[1],
         }
         if ends is not None:
             body["endsAt"] = rfc3339(ends)

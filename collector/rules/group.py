@@ -143,8 +143,9 @@ class RuleGroup:
             rule.health.last_evaluation = ts
             rule.health.evaluation_time = time.perf_counter() - rule_started
             if isinstance(rule, AlertingRule):
-                for alert in rule.alerts_to_send(ts, self.resend_delay, self.interval):
-                    due.append(rule.postable(alert, self.external_url))
+                due.extend(
+                    rule.due_notifications(ts, self.resend_delay, self.interval, self.external_url)
+                )
             # Rule outputs come with their key (labels never changed once made): no sorting
             # or copying per series per cycle (issue #8: ~170,000 of them in an alert storm).
             current: dict[Labels, Mapping[str, str]] = {

@@ -356,3 +356,19 @@ async def test_the_engines_samples_reach_the_rules_keyed_as_the_rules_key_their_
             assert result
             for sample in result:
                 assert sample.key is None or sample.key == labels_key(sample.labels)
+
+
+async def test_firing_alerts_are_sent_again_only_once_the_resend_delay_has_passed() -> None:
+    script = {float(t): load(2.0) for t in range(0, 200, 15)}
+    group, (_, sent) = cached_group(script)  # no external URL, resend delay 60 s
+    sent_at = []
+    for t in range(0, 200, 15):
+        before = len(sent)
+        await group.evaluate(float(t))
+        if len(sent) > before:
+            sent_at.append((t, sent[-1][0]["endsAt"], sent[-1][0]["generatorURL"]))
+    # 60 is not after 0 + 60 (Prometheus: LastSentAt.Add(resendDelay).Before(ts)), 75 is.
+    assert [t for t, _, _ in sent_at] == [0, 75, 150]
+    # Valid for 4 resend delays; a link relative to the server without an external URL.
+    assert sent_at[1][1] == "1970-01-01T00:05:15.000Z"
+    assert {url for _, _, url in sent_at} == {"/graph?g0.expr=load+%3E+1&g0.tab=1"}
