@@ -167,7 +167,7 @@ def _fallback(
 # --- exactly rounded sums -----------------------------------------------------------------
 
 
-def _exact_sums(x: Array) -> tuple[Array, Array]:
+def _exact_sums(x: Array, any_zero: bool = False) -> tuple[Array, Array]:
     """Per row, the correctly rounded sum of ``x`` (math.fsum's result) where ``ok``.
 
     Rump, Ogita and Oishi's ExtractVector ("Accurate floating-point summation part I", 2008,
@@ -182,9 +182,11 @@ def _exact_sums(x: Array) -> tuple[Array, Array]:
       even), which is what fsum returns.
 
     Rows not ``ok`` (the caller falls back to the scalar code): a sum of zero (fsum picks the
-    zero's sign), values or sums near overflow (fsum raises and the scalar code switches to
-    Kahan) or so tiny that u * sigma underflows, NaN or Inf, and rows whose values span more
-    than about 2**50 / n in magnitude (e.g. 1e16 and 0.1 together).
+    zero's sign) unless every value is +0.0 or ``any_zero`` says the caller does not mind the
+    sign (it gets +0.0), values
+    or sums near overflow (fsum raises and the scalar code switches to Kahan) or so tiny that
+    u * sigma underflows, NaN or Inf, and rows whose values span more than about 2**50 / n in
+    magnitude (e.g. 1e16 and 0.1 together).
     """
     rows, width = x.shape
     if width == 0:
@@ -202,8 +204,19 @@ def _exact_sums(x: Array) -> tuple[Array, Array]:
         r = q.sum(axis=1)
         del q
         r += p.sum(axis=1)
-        ok = (absum < _SUM_LIMIT) & (absum > _SUM_LOW) & (r != 0)
-        ok &= width * sigma < g * 2.0**106
+        ok = (absum < _SUM_LIMIT) & (absum > _SUM_LOW) & (width * sigma < g * 2.0**106)
+        if any_zero:
+            zero = absum == 0
+            r[zero] = 0.0
+            ok |= zero
+            r[ok & (r == 0)] = 0.0
+        else:
+            ok &= r != 0
+            # All +0.0 (a counter or gauge that stays at zero, common): fsum gives +0.0.
+            zero = np.flatnonzero(absum == 0)
+            if zero.size:
+                r[zero] = 0.0
+                ok[zero] = ~np.signbit(x[zero]).any(axis=1)
     return r, ok
 
 
@@ -349,10 +362,12 @@ def _sum(name: str, rows: _Rows, w: Window, values: Array, present: Array) -> No
 
 def _variance_kernel(name: str, rows: _Rows, w: Window, values: Array, present: Array) -> None:
     n = rows.n
-    total, ok = _exact_sums(rows.masked(rows.V))
+    # The sign of a zero sum does not matter: the mean is only subtracted, and d * d is +0.0
+    # either way; a zero sum of squares means all are +0.0, and fsum gives +0.0.
+    total, ok = _exact_sums(rows.masked(rows.V), any_zero=True)
     mean = total / n
     d = rows.V - mean[:, None]
-    squares, ok2 = _exact_sums(rows.masked(d * d))
+    squares, ok2 = _exact_sums(rows.masked(d * d), any_zero=True)
     variance = squares / n
     values[:] = np.sqrt(variance) if name == "stddev_over_time" else variance
     _fallback(name, rows, np.flatnonzero(present & ~(ok & ok2)), w, values, present)

@@ -403,6 +403,8 @@ def test_ordinary_rows_are_computed_without_the_per_row_scalar_fallback(
     ts[4, 10] = np.nan  # a hole
     ts[5, :30] = np.nan  # a short row
     vs[6, 7] = STALE_NAN
+    vs[7] = 0.0  # a counter or gauge that stays at zero
+    vs[8] = 0.25  # a constant
     fallen: list[int] = []
     original = kernels._fallback
 
@@ -427,3 +429,13 @@ def test_quantile_over_time_orders_equal_zeros_by_time_as_the_stable_scalar_sort
     ts, vs = block(*rows)
     for q in (0.0, 0.1, 0.25, 0.5, 0.6, 0.75, 1.0):
         check_range("quantile_over_time", ts, vs, window(0, 60, q))
+
+
+def test_a_zero_sum_is_vouched_for_only_when_fsum_would_give_plus_zero() -> None:
+    x = np.array([[0.0, 0.0, 0.0], [-0.0, 0.0, 0.0], [-0.0, -0.0, -0.0], [1.0, -1.0, 0.0]])
+    sums, ok = kernels._exact_sums(x)
+    assert ok.tolist() == [True, False, False, False]
+    assert bits(sums[0]) == bits(math.fsum(x[0].tolist()))
+    sums, ok = kernels._exact_sums(x, any_zero=True)
+    assert ok.all()
+    assert all(bits(v) == bits(0.0) for v in sums)
