@@ -50,7 +50,11 @@ def writer_append(writer: SeriesWriter) -> AppendFunc:
         await writer.append_series(
             (
                 s.labels["__name__"],
-                tuple(sorted((k, v) for k, v in s.labels.items() if k != "__name__")),
+                # The key is the sorted labels already (alerting and recording outputs carry
+                # it): no sort per series per cycle (issue #8).
+                tuple(sorted((k, v) for k, v in s.labels.items() if k != "__name__"))
+                if s.key is None
+                else tuple([p for p in s.key if p[0] != "__name__"]),
                 s.timestamp,
                 s.value,
             )

@@ -28,6 +28,7 @@ import asyncpg
 
 from vpsmon.collector.rules.alerting import Alert, AlertingRule, AlertState
 from vpsmon.collector.rules.group import RuleGroup
+from vpsmon.collector.rules.model import Labels
 
 log = logging.getLogger("vpsmon.rules")
 
@@ -88,6 +89,10 @@ class AlertStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._saved: dict[str, dict[tuple[str, bytes], tuple[Any, ...]]] = {}
+        # Per group, the labels hash of each alert by its key in rule.active (labels_key of its
+        # labels, which never change): saved after every evaluation, an alert storm would
+        # otherwise hash ~100,000 label sets each time (issue #8).
+        self._digests: dict[str, dict[Labels, bytes]] = {}
 
     async def restore(self, group: RuleGroup, now: float) -> int:
         """Put saved alerts back into ``group``'s rules; returns how many."""
@@ -136,9 +141,16 @@ class AlertStore:
         """Write what changed since the last save (nothing when nothing did)."""
         before = self._saved.get(group.key, {})
         now_rows: dict[tuple[str, bytes], tuple[Alert, tuple[Any, ...]]] = {}
+        digests = self._digests.get(group.key, {})
+        digests_now: dict[Labels, bytes] = {}
         for rule in group.alerting_rules():
-            for alert in rule.active.values():
-                now_rows[(rule.name, _hash(alert.labels))] = (alert, _signature(alert))
+            for key, alert in rule.active.items():
+                digest = digests.get(key)
+                if digest is None:
+                    digest = _hash(alert.labels)
+                digests_now[key] = digest
+                now_rows[(rule.name, digest)] = (alert, _signature(alert))
+        self._digests[group.key] = digests_now
         changed = [(key, alert) for key, (alert, sig) in now_rows.items() if before.get(key) != sig]
         gone = [key for key in before if key not in now_rows]
         async with self.pool.acquire() as conn, conn.transaction():
@@ -192,3 +204,4 @@ class AlertStore:
             await conn.execute("DELETE FROM rule_alerts WHERE group_key = $1", group_key)
             await conn.execute("DELETE FROM rule_group_state WHERE group_key = $1", group_key)
         self._saved.pop(group_key, None)
+        self._digests.pop(group_key, None)

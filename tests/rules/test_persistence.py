@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import asyncpg
@@ -10,6 +12,7 @@ from vpsmon.collector.promql import Engine, MemorySource, Vector
 from vpsmon.collector.rules.alerting import Alert, AlertState
 from vpsmon.collector.rules.engine import engine_query, writer_append
 from vpsmon.collector.rules.group import RuleGroup
+from vpsmon.collector.rules.model import OutputSample, labels_key
 from vpsmon.collector.rules.rulefile import parse_rule_file
 from vpsmon.collector.rules.store import AlertStore, restore_alert
 from vpsmon.collector.storage.reader import StorageReader
@@ -120,3 +123,64 @@ async def test_rule_outputs_are_stored_as_series_and_read_back(pool: asyncpg.Poo
     assert [(s.labels, s.value) for s in value.samples] == [
         ({"__name__": "job:x:sum", "job": "node"}, 42.0)
     ]
+
+
+async def test_outputs_reach_the_writer_with_sorted_labels_without_name_whether_keyed_or_not() -> (
+    None
+):
+    got: list[Any] = []
+
+    class Writer:
+        async def append_series(self, samples: Any) -> None:
+            got.extend(samples)
+
+    labels = {"zone": "b", "__name__": "ALERTS", "Upper": "x", "alertname": "A", "_a": "y"}
+    await writer_append(Writer())(
+        [OutputSample(labels, 5.0, 1.0), OutputSample(labels, 5.0, 1.0, labels_key(labels))]
+    )
+    want = ("ALERTS", (("Upper", "x"), ("_a", "y"), ("alertname", "A"), ("zone", "b")), 5.0, 1.0)
+    assert got == [want, want]
+
+
+async def test_saving_again_writes_only_what_changed_and_forgets_what_is_gone(
+    pool: asyncpg.Pool,
+) -> None:
+    sent: list[dict[str, Any]] = []
+    source = down_source(until=10_000)
+    group = make_group(source, sent)
+    store = AlertStore(pool)
+    await store.forget(group.key)
+    for rule in group.alerting_rules():
+        rule.restored = True
+
+    async def rows() -> dict[str, tuple[str, bytes, dict[str, str]]]:
+        async with pool.acquire() as conn:
+            found = await conn.fetch(
+                "SELECT rule_name, state, labels_hash, labels FROM rule_alerts"
+                " WHERE group_key = $1",
+                group.key,
+            )
+        return {
+            r["rule_name"]: (r["state"], bytes(r["labels_hash"]), json.loads(r["labels"]))
+            for r in found
+        }
+
+    await group.evaluate(1_000)
+    await store.save(group)
+    first = await rows()
+    assert {name: state for name, (state, _, _) in first.items()} == {
+        "Down": "pending",
+        "Instant": "firing",
+    }
+    for _, digest, labels in first.values():
+        assert digest == hashlib.sha256(json.dumps(sorted(labels.items())).encode()).digest()
+    await group.evaluate(1_000 + 31 * 60)
+    await store.save(group)
+    assert {name: state for name, (state, _, _) in (await rows()).items()} == {
+        "Down": "firing",
+        "Instant": "firing",
+    }
+    for rule in group.alerting_rules():
+        rule.active.clear()
+    await store.save(group)
+    assert await rows() == {}
