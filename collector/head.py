@@ -6,18 +6,52 @@ Two parts, both bounded:
 - `RecentSamples`: every series' samples of the last `window` seconds, which the storage
   reader (collector/storage/reader.py) serves recent queries from (rules, the Prometheus API,
   live charts) without asking the database.
+
+How `RecentSamples` keeps the samples (issue #8: a rule cycle reads 200 selections over
+1,000 servers and must not take a Python step per server or series to do it): fleet-wide
+numpy matrices, so a selection is a few fancy-indexing calls whatever its size.
+
+- ``_ts`` (servers × C, float64): a row per server, its scrapes' times, ascending and
+  right-aligned (the newest in column C-1); an empty cell is -inf, so a row stays sorted and
+  `searchsorted` finds a time in it.
+- ``_v`` (series × C, float64): a row per series, the value of its server's scrape in the same
+  column; "not in that scrape" is our own NaN payload (`_ABSENT`), so a read tells it from a
+  NaN or a staleness marker the target sent. Unused cells and rows hold `_ABSENT` too.
+- A server's series rows are one contiguous block of ``_v`` (``_base[server row]`` + the
+  series' index in its server, with spare rows): a new scrape shifts the block and the time
+  row left by one column with one slice copy each and writes the new column with one
+  assignment (by the column map of the remembered layout, `ScrapeResult.layout`). A block
+  that outgrows its capacity moves elsewhere (``_base`` changes; nothing cached holds rows).
+  Freed blocks and server rows are reused.
+- A scrape that is not the newest (backfill, late) is inserted at its time, the older
+  columns shifting left; a replay of a time replaces that column.
+- C grows (a right-aligned copy of both matrices) when a server would shift out a sample
+  still inside the window, up to a budget of cells (`MAX_CELLS`, at least `MIN_MAX_COLUMNS`
+  columns): C is fleet-wide, so one server scraped far more often than the rest widens every
+  row. Past it, the oldest sample is dropped and `covered_from` moves after it, so the storage
+  reader asks the database for that part instead.
+- Samples older than the window are cleared when their server is next written (as the
+  per-server trim did), and series with no sample left are forgotten every 64 scrapes of
+  their server, their rows reused.
+
+A selection's matched series (server rows, series indices, label sets) are cached per matchers
+while the index of its metric name is unchanged; `select_block` then gathers the rows' cells
+with fancy indexing, and `select` turns the same matrices into lists with one `tolist` each.
+
+Garbage collection (collector/gcpolicy.py, issue #5): samples live in numpy arrays (no
+container the cyclic collector walks), labels in tuples of strings and dicts of strings;
+per server one small object, per cached selection a few.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 import operator
 import struct
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +65,8 @@ from vpsmon.collector.storage.writer import merge_labels
 # window; it is neither Prometheus' staleness marker nor the NaN a target may send.
 _ABSENT_BITS = 0x7FF4000000A85E17
 _ABSENT: float = struct.unpack("<d", struct.pack("<Q", _ABSENT_BITS))[0]
+_ABSENT_U64 = np.uint64(_ABSENT_BITS)
+_EMPTY = -math.inf  # a time cell with no scrape
 
 
 def _absent(value: float) -> bool:
@@ -38,6 +74,8 @@ def _absent(value: float) -> bool:
 
 
 DEFAULT_WINDOW = 600.0
+
+Key = tuple[tuple[str, str], ...]
 
 
 def _pairs(flat: array[int]) -> zip[tuple[int, int]]:
@@ -71,90 +109,84 @@ class ServerState:
 
 
 class _ServerWindow:
-    """One server's recent scrapes: a row of values per scrape, a column per series.
+    """One server's series: their labels and where their samples are in the fleet's matrices
+    (`RecentSamples`): time row ``srow`` of ``_ts``, series rows ``_base[srow]`` + column
+    (its index here, 0..n-1) of ``_v``, ``capacity`` rows reserved.
 
     Only containers Python's cyclic garbage collector does not walk, or walks in one step,
-    hold the samples and labels: arrays of floats, tuples of strings, dicts of strings (the
-    collector freezes its start-up objects, collector/gcpolicy.py; a full collection then
-    walks little more than what requests allocate).
+    hold the labels: tuples of strings, dicts of strings (collector/gcpolicy.py).
     """
 
     __slots__ = (
         "server_id",
+        "srow",
+        "capacity",
         "columns",
         "keys",
         "labels",
-        "times",
-        "rows",
         "appends",
         "layout",
         "layout_columns",
-        "layout_width",
     )
 
-    def __init__(self, server_id: int) -> None:
+    def __init__(self, server_id: int, srow: int) -> None:
         self.server_id = server_id
+        self.srow = srow
+        self.capacity = 0
         self.columns: dict[tuple[str, Labels], int] = {}  # (name, scraped labels) → column
-        self.keys: tuple[tuple[tuple[str, str], ...], ...] = ()  # column → its full label set
+        self.keys: tuple[Key, ...] = ()  # column → its full label set
         self.labels: tuple[dict[str, str], ...] = ()  # column → labels incl. __name__, job, …
-        self.times = array("d")  # oldest first
-        self.rows: list[array[float]] = []  # per time: values by column (shorter = absent)
         self.appends = 0
         # The series layout of the last scrape added the long way (`ScrapeResult.layout`)
-        # and where its samples, then its synthetic series, went: a scrape with the same
-        # layout object fills its row from these without a lookup per sample. None when
-        # the columns move (`_drop_vanished`). Columns in order 0..n-1 are kept as None.
+        # and the columns of its samples, then its synthetic series: a scrape with the same
+        # layout object is written by these without a lookup per sample. None when the
+        # columns move (`_drop_vanished`) or a line was duplicated; columns in order 0..n-1
+        # are kept as None.
         self.layout: tuple[tuple[str, Labels], ...] | None = None
-        self.layout_columns: array[int] | None = None
-        self.layout_width = 0
+        self.layout_columns: Any = None  # numpy intp array
 
 
-_value = operator.itemgetter(2)  # a Sample's value
+_name = operator.itemgetter(0)  # a Sample's name
+_labels = operator.itemgetter(1)  # its labels
+_value = operator.itemgetter(2)  # its value
 
 
-def _column(
-    server: _ServerWindow, col: int, i: int, j: int, narrowest: int
-) -> tuple[list[float], list[float]]:
-    """A column's samples in rows i..j; ``narrowest`` is the shortest of those rows."""
-    rows = server.rows
-    if col < narrowest:  # every row has the column: take it whole, then drop absent values
-        vs = list(map(itemgetter(col), rows[i:j]))
-        ts = list(server.times[i:j])
-        if any(map(math.isnan, vs)):  # NaN: absent values, or markers and NaNs to keep
-            keep = [k for k, v in enumerate(vs) if not _absent(v)]
-            ts, vs = [ts[k] for k in keep], [vs[k] for k in keep]
-        return ts, vs
-    ts, vs = [], []
-    times = server.times
-    for k in range(i, j):
-        row = rows[k]
-        if col < len(row):
-            value = row[col]
-            if not _absent(value):
-                ts.append(times[k])
-                vs.append(value)
-    return ts, vs
+class _Match:
+    """What a selection's matchers matched, in label-set order (cached, `_matching`)."""
 
+    __slots__ = ("flat", "srows", "columns", "keys", "full", "whole", "labels", "block_keys")
 
-def _row_of_layout(server: _ServerWindow, result: ScrapeResult) -> array[float]:
-    """The row of a scrape whose series are those of the server's remembered layout, in the
-    same order: the values go to the columns found last time, without a lookup each."""
-    values = [*map(_value, result.samples), *map(_value, result.synthetic())]
-    cols = server.layout_columns
-    if cols is None:
-        return array("d", values)
-    row = array("d", [_ABSENT]) * server.layout_width
-    for col, value in zip(cols, values, strict=True):
-        row[col] = value
-    return row
+    def __init__(
+        self,
+        flat: array[int],
+        srows: Any,
+        columns: Any,
+        full: tuple[Key, ...],
+        whole: tuple[bool, ...],
+        labels: tuple[dict[str, str], ...],
+        block_keys: tuple[Key, ...],
+    ) -> None:
+        self.flat = flat  # server id, column, 1 if no label value is empty; laid flat
+        self.srows = srows  # numpy intp: each row's server row in _ts
+        self.columns = columns  # numpy intp: each row's column in its server's block
+        self.full = full  # label sets as the head keeps them (empty values included)
+        self.whole = whole  # no empty label value: the full label set is the engine's key
+        self.labels = labels
+        self.block_keys = block_keys  # the engine's keys (`RangeBlock.keys`)
 
 
 class RecentSamples:
     """Every series' samples of the last ``window`` seconds, indexed by name and label set.
 
-    Memory: 8 bytes per sample plus one label set per series (a scrape's samples share its
-    timestamp); series that vanish are dropped once they have no sample in the window.
+    Memory: 8 bytes per cell of ``_v`` (series rows with spare capacity × columns for the
+    window) plus one label set per series; series that vanish are dropped once they have no
+    sample in the window.
     """
+
+    # C is fleet-wide: it may grow past MIN_MAX_COLUMNS only while the value matrix stays under
+    # MAX_CELLS cells (8 bytes each); a sample that would need more is dropped (covered_from).
+    MAX_CELLS = 48 * 2**20
+    MIN_MAX_COLUMNS = 256
 
     def __init__(self, job: str = "vpsmon", window: float = DEFAULT_WINDOW) -> None:
         self.job = job
@@ -166,23 +198,87 @@ class RecentSamples:
         # tracked), whereas one tuple per series pointing at its window kept 300,000 objects in
         # every full collection of a large fleet, in the middle of requests (issue #5).
         self._by_name: dict[str, array[int]] = {}
-        self._by_key: dict[tuple[tuple[str, str], ...], tuple[int, int]] = {}
+        self._by_key: dict[Key, tuple[int, int]] = {}
         # What a selection's matchers matched, kept while the index of its metric name (or,
         # for a selection without one, the whole index) is unchanged: a rule reads the same
         # selection every cycle, and a regular expression costs microseconds per series.
         self._changes: dict[str, int] = {}  # per metric name, and "" for any: index changes
-        self._matched: dict[tuple[Matcher, ...], tuple[int, array[int]]] = {}
-        self._block_keys_cache: dict[
-            tuple[Matcher, ...], tuple[array[int], tuple[tuple[tuple[str, str], ...], ...]]
-        ] = {}
-        # Per server, its rows turned into columns (one array per series, NaN-free columns
-        # only) while it has no new scrape: a rule cycle reads each series several times
-        # (different selections, ranges, offsets), and a column of a row-major window costs a
-        # Python step per row. Built once a server has been read TRANSPOSE_AFTER times since
-        # its last scrape; as large as the server's window (8 bytes a sample).
-        self._transposed: dict[int, tuple[int, int, list[array[float] | None] | None]] = {}
+        self._matched: dict[tuple[Matcher, ...], tuple[int, _Match]] = {}
+        # The matrices (module docstring).
+        self._columns = 16
+        self._ts = np.full((64, self._columns), _EMPTY)
+        self._base = np.zeros(64, dtype=np.intp)
+        self._free_srows: list[int] = []
+        self._srows_top = 0
+        self._v = np.full((1024, self._columns), _ABSENT)
+        self._vbits = self._v.view(np.uint64)
+        self._free_blocks: list[tuple[int, int]] = []  # (first row, rows)
+        self._rows_top = 0
         self._started: float | None = None
         self._latest: float | None = None
+        self._dropped: float | None = None  # the newest in-window sample C had no room for
+
+    # -- the matrices ---------------------------------------------------------------------
+
+    def _new_srow(self) -> int:
+        if self._free_srows:
+            return self._free_srows.pop()
+        srow = self._srows_top
+        if srow == len(self._ts):
+            ts = np.full((2 * len(self._ts), self._columns), _EMPTY)
+            ts[:srow] = self._ts
+            self._ts = ts
+            base = np.zeros(2 * len(self._base), dtype=np.intp)
+            base[:srow] = self._base
+            self._base = base
+        self._srows_top += 1
+        return srow
+
+    def _reserve(self, server: _ServerWindow, need: int) -> None:
+        """Give ``server`` a block of at least ``need`` rows, moving its series there."""
+        capacity = need + need // 8 + 4  # spare rows: a few new series do not move it
+        first = -1
+        for k, (at, size) in enumerate(self._free_blocks):
+            if size >= capacity:  # first fit; the rest stays free
+                first = at
+                if size > capacity:
+                    self._free_blocks[k] = (at + capacity, size - capacity)
+                else:
+                    del self._free_blocks[k]
+                break
+        if first < 0:
+            first = self._rows_top
+            if first + capacity > len(self._v):
+                rows = max(len(self._v) * 5 // 4, first + capacity)
+                v = np.full((rows, self._columns), _ABSENT)
+                v[:first] = self._v[:first]
+                self._v, self._vbits = v, v.view(np.uint64)
+            self._rows_top += capacity
+        n = len(server.keys)
+        if server.capacity:
+            old = int(self._base[server.srow])
+            self._v[first : first + n] = self._v[old : old + n]
+            self._free(old, server.capacity)
+        server.capacity = capacity
+        self._base[server.srow] = first
+
+    def _free(self, first: int, rows: int) -> None:
+        self._vbits[first : first + rows] = _ABSENT_U64
+        self._free_blocks.append((first, rows))
+
+    def _widen(self) -> bool:
+        """Grow C (both matrices copied right-aligned); False if at the cap."""
+        cap = max(self.MIN_MAX_COLUMNS, self.MAX_CELLS // max(len(self._v), 1))
+        old = self._columns
+        if old >= cap:
+            return False
+        new = min(cap, -(-(old + max(old // 4, 8)) // 8) * 8)
+        ts = np.full((len(self._ts), new), _EMPTY)
+        ts[:, new - old :] = self._ts
+        v = np.full((len(self._v), new), _ABSENT)
+        v[:, new - old :] = self._v
+        self._ts, self._v, self._vbits, self._columns = ts, v, v.view(np.uint64), new
+        return True
 
     # -- writing ------------------------------------------------------------------------
 
@@ -192,11 +288,12 @@ class RecentSamples:
         sid = result.target.server_id
         server = self._servers.get(sid)
         if server is None:
-            server = self._servers[sid] = _ServerWindow(sid)
+            server = self._servers[sid] = _ServerWindow(sid, self._new_srow())
         if self._started is None:
             self._started = ts
         self._latest = ts if self._latest is None else max(self._latest, ts)
-        if ts < self._latest - self.window:
+        cutoff = self._latest - self.window
+        if ts < cutoff:
             return  # older than the window: only the database keeps it
         if (
             result.layout is not None
@@ -204,59 +301,114 @@ class RecentSamples:
             and not result.stale
             and result.kind == "scrape"
         ):
-            row = _row_of_layout(server, result)
+            columns = server.layout_columns
+            values = [*map(_value, result.samples), *map(_value, result.synthetic())]
         else:
-            row = self._row(server, result)
-        i = bisect.bisect_right(server.times, ts)
-        if i > 0 and server.times[i - 1] == ts:
-            server.rows[i - 1] = row  # the same scrape again (a replay): keep one
-        else:
-            server.times.insert(i, ts)
-            server.rows.insert(i, row)
-        self._trim(server)
+            columns, values = self._place(server, result)
+        self._put(server, ts, cutoff, columns, values)
+        server.appends += 1
+        if server.appends % 64 == 0:
+            self._drop_vanished(server)
 
-    def _row(self, server: _ServerWindow, result: ScrapeResult) -> array[float]:
-        """A scrape's row, each sample's column looked up (new series get new columns); the
-        layout of a plain scrape is remembered for the next one (`_row_of_layout`)."""
+    def _place(self, server: _ServerWindow, result: ScrapeResult) -> tuple[Any, list[float]]:
+        """A scrape's columns (None: 0..n-1) and values, each sample's column looked up (new
+        series get new columns); the layout of a plain scrape is remembered for the next one."""
         base: Labels | None = None
         samples = result.with_synthetic()
-        cols = array("q", bytes(8 * len(samples)))
-        width = len(server.keys)
-        new_keys: list[tuple[tuple[str, str], ...]] = []
-        new_labels: list[dict[str, str]] = []
         columns = server.columns
-        for n, sample in enumerate(samples):
-            col = columns.get((sample.name, sample.labels))
-            if col is None:
-                if base is None:
-                    base = result.target.target_labels(self.job)
-                full = {"__name__": sample.name, **dict(merge_labels(sample.labels, base))}
-                key = tuple(sorted(full.items()))
-                col = width + len(new_keys)
-                new_keys.append(key)
-                new_labels.append(full)
-                self._index(server.server_id, col, key)
-                columns[(sample.name, sample.labels)] = col
-            cols[n] = col
+        series = list(zip(map(_name, samples), map(_labels, samples), strict=True))
+        cols: list[int] = list(map(columns.get, series))  # type: ignore[arg-type]
+        width = len(server.keys)
+        new_keys: list[Key] = []
+        new_labels: list[dict[str, str]] = []
+        if None in cols:
+            for n, col in enumerate(cols):
+                if col is not None:
+                    continue
+                name, scraped = series[n]
+                col = columns.get(series[n])  # a new series twice in one scrape
+                if col is None:
+                    if base is None:
+                        base = result.target.target_labels(self.job)
+                    full = {"__name__": name, **dict(merge_labels(scraped, base))}
+                    key = tuple(sorted(full.items()))
+                    col = width + len(new_keys)
+                    new_keys.append(key)
+                    new_labels.append(full)
+                    columns[series[n]] = col
+                cols[n] = col
         if new_keys:  # one copy per scrape that brings new series, not one per series
+            if width + len(new_keys) > server.capacity:
+                self._reserve(server, width + len(new_keys))
+            for k, key in enumerate(new_keys):
+                self._index(server.server_id, width + k, key)
             server.keys += tuple(new_keys)
             server.labels += tuple(new_labels)
-        row_width = max(cols) + 1 if cols else 0
-        row = array("d", [_ABSENT]) * row_width
-        for col, sample in zip(cols, samples, strict=True):
-            row[col] = sample.value  # a duplicated line: the last one wins
+        values = list(map(_value, samples))
+        unique = len(set(cols)) == len(cols)
+        if not unique:  # a duplicated line: the last one wins
+            last = dict(zip(cols, values, strict=True))
+            cols, values = list(last), list(last.values())
+        in_order = cols == list(range(len(cols)))
+        placed = None if in_order else np.array(cols, dtype=np.intp)
         if result.layout is not None and not result.stale and result.kind == "scrape":
-            server.layout = result.layout
-            in_order = all(c == n for n, c in enumerate(cols))
-            server.layout_columns = None if in_order else cols
-            server.layout_width = row_width
-        return row
+            server.layout = result.layout if unique else None
+            server.layout_columns = placed
+        return placed, values
+
+    def _put(
+        self, server: _ServerWindow, ts: float, cutoff: float, columns: Any, values: list[float]
+    ) -> None:
+        """Write a scrape's column at its time: shift the older ones left (or replace a scrape
+        of the same time), clearing samples that left the window."""
+        srow, n = server.srow, len(server.keys)
+        times = self._ts[srow]
+        first = int(self._base[srow])
+        block = self._v[first : first + n]
+        expired = int(times.searchsorted(cutoff))
+        if expired and times[expired - 1] != _EMPTY:
+            times[:expired] = _EMPTY
+            block.view(np.uint64)[:, :expired] = _ABSENT_U64
+        width = self._columns
+        if ts > times[width - 1]:
+            at = width  # the newest: the common case
+        else:
+            at = int(times.searchsorted(ts))
+            if times[at] == ts:  # the same scrape again (a replay): keep one
+                self._write(block, at, columns, values)
+                return
+        if times[0] != _EMPTY:  # no free column on the left; what is there is in the window
+            if self._widen():
+                at += self._columns - width
+                times = self._ts[srow]
+                block = self._v[first : first + n]
+            else:  # at the cap: the oldest sample goes (covered_from moves past it)
+                dropped = float(times[0]) if at else ts
+                self._dropped = dropped if self._dropped is None else max(self._dropped, dropped)
+                if not at:
+                    return  # the new sample is that oldest one
+        if at > 1:
+            times[: at - 1] = times[1:at]
+            block[:, : at - 1] = block[:, 1:at]
+        times[at - 1] = ts
+        self._write(block, at - 1, columns, values)
+
+    @staticmethod
+    def _write(block: Any, at: int, columns: Any, values: list[float]) -> None:
+        if columns is None:
+            k = len(values)
+            block[:k, at] = values
+            if k < len(block):
+                block[k:, at].view(np.uint64)[:] = _ABSENT_U64
+        else:
+            block[:, at].view(np.uint64)[:] = _ABSENT_U64
+            block[columns, at] = values
 
     def _changed(self, name: str) -> None:
         self._changes[name] = self._changes.get(name, 0) + 1
         self._changes[""] = self._changes.get("", 0) + 1
 
-    def _index(self, server_id: int, col: int, key: tuple[tuple[str, str], ...]) -> None:
+    def _index(self, server_id: int, col: int, key: Key) -> None:
         name = dict(key)["__name__"]
         self._changed(name)
         entries = self._by_name.get(name)
@@ -266,36 +418,22 @@ class RecentSamples:
         entries.append(col)
         self._by_key[key] = (server_id, col)
 
-    def _trim(self, server: _ServerWindow) -> None:
-        assert self._latest is not None
-        cut = bisect.bisect_left(server.times, self._latest - self.window)
-        if cut:
-            del server.times[:cut]
-            del server.rows[:cut]
-        server.appends += 1
-        if server.appends % 64 == 0:
-            self._drop_vanished(server)
-
     def _drop_vanished(self, server: _ServerWindow) -> None:
         """Forget the columns of series with no sample left in the window (churn)."""
-        width = len(server.keys)
-        alive = [False] * width
-        for row in server.rows:
-            for col, value in enumerate(row):
-                if not alive[col] and not _absent(value):
-                    alive[col] = True
-        if all(alive):
+        n = len(server.keys)
+        first = int(self._base[server.srow])
+        alive = (self._vbits[first : first + n] != _ABSENT_U64).any(axis=1)
+        if alive.all():
             return
         self._unindex(server)
-        keep = [c for c in range(width) if alive[c]]
-        remap = {old: new for new, old in enumerate(keep)}
-        server.keys = tuple(server.keys[c] for c in keep)
-        server.labels = tuple(server.labels[c] for c in keep)
+        keep = np.flatnonzero(alive)
+        remap = {int(old): new for new, old in enumerate(keep)}
+        self._v[first : first + len(keep)] = self._v[first + keep]
+        self._vbits[first + len(keep) : first + n] = _ABSENT_U64
+        server.keys = tuple(server.keys[c] for c in remap)
+        server.labels = tuple(server.labels[c] for c in remap)
         server.columns = {k: remap[c] for k, c in server.columns.items() if c in remap}
         server.layout = server.layout_columns = None
-        server.rows = [
-            array("d", (row[c] if c < len(row) else _ABSENT for c in keep)) for row in server.rows
-        ]
         for col, key in enumerate(server.keys):
             self._index(server.server_id, col, key)
 
@@ -317,6 +455,10 @@ class RecentSamples:
         server = self._servers.pop(server_id, None)
         if server is not None:
             self._unindex(server)
+            if server.capacity:
+                self._free(int(self._base[server.srow]), server.capacity)
+            self._ts[server.srow] = _EMPTY
+            self._free_srows.append(server.srow)
 
     # -- reading (collector/storage/reader.py RecentWindow) ------------------------------
 
@@ -324,11 +466,13 @@ class RecentSamples:
         """Every sample taken at or after this time is here (None: nothing yet)."""
         if self._started is None or self._latest is None:
             return None
-        return max(self._started, self._latest - self.window)
+        since = max(self._started, self._latest - self.window)
+        if self._dropped is not None:  # C had no room for it (`MAX_CELLS`)
+            since = max(since, math.nextafter(self._dropped, math.inf))
+        return since
 
-    def _matching(self, matchers: Sequence[Matcher]) -> array[int]:
-        """The series ``matchers`` match in label-set order, laid flat: server id, column, and
-        1 if no label value is empty (the label set is then the engine's key as it is)."""
+    def _matching(self, matchers: Sequence[Matcher]) -> _Match:
+        """The series ``matchers`` match, in label-set order."""
         key = tuple(matchers)
         name = next((m.value for m in key if m.name == "__name__" and m.op == "="), "")
         version = self._changes.get(name, 0)
@@ -339,38 +483,33 @@ class RecentSamples:
         for server, col in self._candidates(matchers):
             labels = server.labels[col]
             if all(m.matches(labels) for m in key):
-                matched.append((server.keys[col], server.server_id, col))
-        matched.sort()  # a label set is in one column only: ids never decide
+                matched.append((server.keys[col], server.server_id, col, server.srow, labels))
+        matched.sort(key=operator.itemgetter(0))  # a label set is in one column only
         flat = array("q")
-        for labels_key, sid, col in matched:
-            flat.extend((sid, col, 1 if all(v for _, v in labels_key) else 0))
+        whole = tuple(all(v for _, v in row[0]) for row in matched)
+        for (_, sid, col, _, _), w in zip(matched, whole, strict=True):
+            flat.extend((sid, col, 1 if w else 0))
+        full = tuple(row[0] for row in matched)
+        block_keys = tuple(
+            k if w else tuple(kv for kv in k if kv[1]) for k, w in zip(full, whole, strict=True)
+        )
+        if found is not None and found[1].block_keys == block_keys:
+            # Matched again after a change elsewhere under the name: still the same series,
+            # so the engine's caches keyed on the keys object stay valid.
+            block_keys = found[1].block_keys
+        match = _Match(
+            flat,
+            np.array([row[3] for row in matched], dtype=np.intp),
+            np.array([row[2] for row in matched], dtype=np.intp),
+            full,
+            whole,
+            tuple(row[4] for row in matched),
+            block_keys,
+        )
         if len(self._matched) >= 4096:  # bounded: selections no rule reads any more go
             self._matched.clear()
-        self._matched[key] = (version, flat)
-        return flat
-
-    TRANSPOSE_AFTER = 16
-
-    def _columns(self, server: _ServerWindow) -> list[array[float] | None] | None:
-        """The server's whole window as columns (None for one with a NaN), or None if not yet
-        worth building; valid until its next scrape."""
-        token = server.appends
-        found = self._transposed.get(server.server_id)
-        reads = 1
-        if found is not None and found[0] == token:
-            if found[2] is not None:
-                return found[2]
-            reads = found[1] + 1
-        if reads < self.TRANSPOSE_AFTER:
-            self._transposed[server.server_id] = (token, reads, None)
-            return None
-        # zip stops at the narrowest row: wider columns keep the row by row path.
-        columns: list[array[float] | None] = [
-            None if any(map(math.isnan, c)) else array("d", c)
-            for c in zip(*server.rows, strict=False)
-        ]
-        self._transposed[server.server_id] = (token, reads, columns)
-        return columns
+        self._matched[key] = (version, match)
+        return match
 
     def _candidates(self, matchers: Sequence[Matcher]) -> list[tuple[_ServerWindow, int]]:
         servers = self._servers
@@ -379,12 +518,34 @@ class RecentSamples:
                 return [(servers[s], c) for s, c in _pairs(self._by_name.get(m.value, array("q")))]
         return [(servers[s], c) for entries in self._by_name.values() for s, c in _pairs(entries)]
 
+    def _cells(self, srows: Any, columns: Any, start: float, end: float) -> tuple[Any, Any]:
+        """The ts and vs matrices of these series in [start, end] (`RangeBlock`), trimmed to
+        the columns that hold a time in range for some server."""
+        ts_all = self._ts
+        inside = (ts_all >= start) & (ts_all <= end)
+        used = np.flatnonzero(inside.any(axis=0))
+        if not len(used) or not len(srows):
+            empty = np.empty((len(srows), 0))
+            return empty, empty.copy()
+        lo, hi = int(used[0]), int(used[-1]) + 1
+        rows = self._base[srows] + columns
+        vs = self._v[rows, lo:hi]
+        present = inside[srows, lo:hi]
+        present &= vs.view(np.uint64) != _ABSENT_U64
+        ts = np.where(present, ts_all[srows, lo:hi], np.nan)
+        return ts, vs
+
+    def _has_samples(self, srows: Any, columns: Any, start: float, end: float) -> Any:
+        ts, _ = self._cells(srows, columns, start, end)
+        return ~np.isnan(ts).all(axis=1)
+
     def _values(
         self, server: _ServerWindow, col: int, start: float, end: float
     ) -> tuple[list[float], list[float]]:
-        i = bisect.bisect_left(server.times, start)
-        j = bisect.bisect_right(server.times, end)
-        return _column(server, col, i, j, min(map(len, server.rows[i:j]), default=0))
+        times = self._ts[server.srow]
+        values = self._v[int(self._base[server.srow]) + col]
+        keep = (times >= start) & (times <= end) & (values.view(np.uint64) != _ABSENT_U64)
+        return times[keep].tolist(), values[keep].tolist()
 
     def series_refs(
         self,
@@ -394,21 +555,30 @@ class RecentSamples:
         *,
         server_id: int | None = None,
     ) -> list[SeriesRef]:
-        out = []
         if server_id is None:
             candidates = self._candidates(matchers)
         else:
             # One server's columns only: a chart of one server must not walk the fleet's.
             one = self._servers.get(server_id)
             candidates = [] if one is None else [(one, c) for c in range(len(one.labels))]
-        for server, col in candidates:
-            labels = server.labels[col]
-            if (
-                all(m.matches(labels) for m in matchers)
-                and self._values(server, col, start, end)[0]
-            ):
-                out.append(SeriesRef(-1, server.server_id, dict(labels)))
-        return out
+        found = [
+            (server, col)
+            for server, col in candidates
+            if all(m.matches(server.labels[col]) for m in matchers)
+        ]
+        if not found:
+            return []
+        has = self._has_samples(
+            np.array([server.srow for server, _ in found], dtype=np.intp),
+            np.array([col for _, col in found], dtype=np.intp),
+            start,
+            end,
+        ).tolist()
+        return [
+            SeriesRef(-1, server.server_id, dict(server.labels[col]))
+            for (server, col), yes in zip(found, has, strict=True)
+            if yes
+        ]
 
     def samples(
         self, series: SeriesRef, start: float, end: float
@@ -420,78 +590,39 @@ class RecentSamples:
 
     def select(
         self, matchers: Sequence[Matcher], start: float, end: float
-    ) -> list[tuple[tuple[tuple[str, str], ...] | None, dict[str, str], list[float], list[float]]]:
+    ) -> list[tuple[Key | None, dict[str, str], list[float], list[float]]]:
         """Series matching ``matchers`` with their samples in ``[start, end]``, in one pass,
         in label-set order: (sorted label set, or None if a label value is empty; labels, the
         head's own dict, not to be changed; timestamps; values)."""
+        match = self._matching(matchers)
+        ts, vs = self._cells(match.srows, match.columns, start, end)
+        present = ~np.isnan(ts)
+        counts = np.count_nonzero(present, axis=1).tolist()
+        # One tolist per matrix, then slices: no numpy call per series.
+        flat_ts, flat_vs = ts[present].tolist(), vs[present].tolist()
         out = []
-        servers = self._servers
-        # Per server: rows in range, the narrowest of them (-1: not yet needed), its columns
-        # and their timestamps.
-        spans: dict[int, tuple[int, int, int, list[array[float] | None] | None, list[float]]] = {}
-        flat = iter(self._matching(matchers))
-        for sid, col, whole in zip(flat, flat, flat, strict=True):
-            server = servers[sid]
-            span = spans.get(sid)
-            if span is None:
-                i = bisect.bisect_left(server.times, start)
-                j = bisect.bisect_right(server.times, end)
-                columns = self._columns(server) if i < j else None
-                span = spans[sid] = (i, j, -1, columns, server.times[i:j].tolist())
-            i, j, narrowest, columns, times = span
-            column = columns[col] if columns is not None and col < len(columns) else None
-            if column is not None:
-                # Every series of the server in this range shares one list of timestamps: the
-                # engine never changes a fetched list in place.
-                ts, vs = times, column[i:j].tolist()
-            else:
-                if narrowest < 0:
-                    narrowest = min(map(len, server.rows[i:j]), default=0)
-                    spans[sid] = (i, j, narrowest, columns, times)
-                ts, vs = _column(server, col, i, j, narrowest)
-            if ts:
-                out.append((server.keys[col] if whole else None, server.labels[col], ts, vs))
+        at = 0
+        for k, count in enumerate(counts):
+            if count:
+                out.append(
+                    (
+                        match.full[k] if match.whole[k] else None,
+                        match.labels[k],
+                        flat_ts[at : at + count],
+                        flat_vs[at : at + count],
+                    )
+                )
+                at += count
         return out
 
     def select_block(self, matchers: Sequence[Matcher], start: float, end: float) -> RangeBlock:
         """Every series ``matchers`` match (even with no sample in range) as rows of a
-        `RangeBlock` in label-set order; ``keys`` is the same object while they are unchanged."""
-        flat = self._matching(matchers)
-        keys = self._block_keys(matchers, flat)
-        servers = self._servers
-        it = iter(flat)
-        cells: list[tuple[list[float], list[float]]] = []
-        for sid, col, _whole in zip(it, it, it, strict=True):
-            cells.append(self._values(servers[sid], col, start, end))
-        width = max((len(ts) for ts, _ in cells), default=0)
-        ts_m = np.full((len(cells), width), np.nan)
-        vs_m = np.full((len(cells), width), np.nan)
-        for r, (ts, vs) in enumerate(cells):
-            ts_m[r, width - len(ts) :] = ts
-            vs_m[r, width - len(vs) :] = vs
-        return RangeBlock(keys, ts_m, vs_m)
+        `RangeBlock` in label-set order; ``keys`` is the same object while they are unchanged.
 
-    def _block_keys(
-        self, matchers: Sequence[Matcher], flat: array[int]
-    ) -> tuple[tuple[tuple[str, str], ...], ...]:
-        """The rows' keys in the engine's form, the same tuple while ``flat`` (the matched
-        series, itself cached while they are unchanged) is the same object."""
-        key = tuple(matchers)
-        found = self._block_keys_cache.get(key)
-        if found is not None and found[0] is flat:
-            return found[1]
-        servers = self._servers
-        it = iter(flat)
-        keys = tuple(
-            servers[sid].keys[col] if whole else tuple(kv for kv in servers[sid].keys[col] if kv[1])
-            for sid, col, whole in zip(it, it, it, strict=True)
-        )
-        if found is not None and found[1] == keys:
-            keys = found[1]  # matched again after a change elsewhere: still the same series
-        if len(self._block_keys_cache) >= 4096:
-            self._block_keys_cache.clear()
-        self._block_keys_cache[key] = (flat, keys)
-        return keys
+        A selection matched before costs a few numpy calls, whatever its size (issue #8)."""
+        match = self._matching(matchers)
+        ts, vs = self._cells(match.srows, match.columns, start, end)
+        return RangeBlock(match.block_keys, ts, vs)
 
     @property
     def series_count(self) -> int:
@@ -499,7 +630,7 @@ class RecentSamples:
 
     @property
     def sample_count(self) -> int:
-        return sum(len(row) for s in self._servers.values() for row in s.rows)
+        return int(np.count_nonzero(self._vbits[: self._rows_top] != _ABSENT_U64))
 
 
 class Head:
