@@ -30,9 +30,12 @@ from vpsmon.collector.rules.model import (
 )
 from vpsmon.collector.rules.rulefile import RuleSpec
 from vpsmon.collector.rules.template import (
+    AlertData,
     Context,
     QuerySample,
     Template,
+    alert_data,
+    expand_alert_data,
     expand_alert_template,
     parse_alert_template,
 )
@@ -187,8 +190,14 @@ class AlertingRule:
     async def _make(self, series: Mapping[str, str], value: float, ctx: Context) -> _Made:
         """The alert labels of a series at ``value``, and the expanded pure annotations."""
         labels = {k: v for k, v in series.items() if k != "__name__"}
+        data: tuple[AlertData, dict[str, Any]] | None = None
         for name, template in self._label_templates.items():
-            text = await self._expand(template, series, value, ctx)
+            if template.constant is not None:
+                text = template.constant
+            else:
+                if data is None:
+                    data = alert_data(series, self.external_labels, self.external_url, value)
+                text = await expand_alert_data(template, data[0], data[1], ctx)
             if text:
                 labels[name] = text
             else:  # an empty value removes the label, as Prometheus' labels.Builder
@@ -200,13 +209,17 @@ class AlertingRule:
         self, series: Mapping[str, str], value: float, ctx: Context
     ) -> dict[str, str]:
         # Every name in template order (impure ones filled in at each evaluation), so the
-        # annotations keep the rule's order.
-        return {
-            name: ""
-            if not template.deterministic
-            else await self._expand(template, series, value, ctx)
-            for name, template in self._annotation_templates.items()
-        }
+        # annotations keep the rule's order. One dot and set of variables serves them all.
+        data, variables = alert_data(series, self.external_labels, self.external_url, value)
+        annotations = {}
+        for name, template in self._annotation_templates.items():
+            if template.constant is not None:
+                annotations[name] = template.constant
+            elif not template.deterministic:
+                annotations[name] = ""
+            else:
+                annotations[name] = await expand_alert_data(template, data, variables, ctx)
+        return annotations
 
     async def evaluate(
         self, ts: float, query: QueryFunc, limit: int = 0, query_time: float | None = None

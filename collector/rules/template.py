@@ -1091,6 +1091,78 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 # Functions whose result depends on more than the template's data.
 IMPURE_FUNCTIONS = frozenset({"query", "now"})
 
+# ---------------------------------------------------------------------------- straight runs
+
+# Most alert templates are text and actions like ``{{ $labels.instance }}``,
+# ``{{ $value | humanize }}`` or ``{{ printf "%.2f" $value }}``: operands (literals, the dot,
+# fields, variables) piped through functions. Such a template is also kept as a flat plan run
+# without the walker's coroutines (issue #8: an alert storm expands ~100,000 per cycle when
+# the values move). The plan only covers success: on any exception, or a function that would
+# need awaiting, the template is expanded by the walker, which gives the exact error text.
+_Operand = tuple[int, Any, tuple[str, ...]]  # (kind, literal value or variable name, fields)
+_Step = tuple[str | None, tuple[_Operand, ...]]  # (function or None for a bare operand, args)
+_OPERAND_LITERAL, _OPERAND_DOT, _OPERAND_VARIABLE = 0, 1, 2
+
+
+class _NotStraight(Exception):
+    pass
+
+
+def _plan_operand(node: Node, variables: Sequence[str]) -> _Operand:
+    if isinstance(node, Literal):
+        return (_OPERAND_LITERAL, node.value, ())
+    if isinstance(node, Dot):
+        return (_OPERAND_DOT, None, ())
+    if isinstance(node, Field):
+        return (_OPERAND_DOT, None, tuple(node.names))
+    if isinstance(node, Variable) and (node.name == "$" or node.name in variables):
+        return (_OPERAND_VARIABLE, node.name, tuple(node.names))
+    raise _NotStraight
+
+
+def _plan(tree: list[Node], variables: Sequence[str]) -> list[str | tuple[_Step, ...]] | None:
+    """The flat plan of a template of text and simple actions, or None."""
+    plan: list[str | tuple[_Step, ...]] = []
+    try:
+        for node in tree:
+            if isinstance(node, Text):
+                plan.append(node.text)
+                continue
+            if not isinstance(node, Action) or node.pipe.decl or not node.pipe.commands:
+                return None
+            steps: list[_Step] = []
+            for i, command in enumerate(node.pipe.commands):
+                first = command.args[0]
+                if isinstance(first, Function):
+                    if first.name in IMPURE_FUNCTIONS or first.name in {"and", "or"}:
+                        return None
+                    args = tuple(_plan_operand(a, variables) for a in command.args[1:])
+                    steps.append((first.name, args))
+                elif i == 0 and len(command.args) == 1:
+                    steps.append((None, (_plan_operand(first, variables),)))
+                else:
+                    return None
+            plan.append(tuple(steps))
+    except _NotStraight:
+        return None
+    return plan
+
+
+def _operand(operand: _Operand, dot: Any, variables: Mapping[str, Any]) -> Any:
+    kind, what, names = operand
+    if kind == _OPERAND_LITERAL:
+        return what
+    value = dot if kind == _OPERAND_DOT or what == "$" else variables.get(what)
+    for name in names:  # as _Exec.fields; its errors come from the walker
+        if isinstance(value, Mapping):
+            value = value.get(name, "")
+        elif isinstance(value, GoValue) and name in getattr(value, "__dataclass_fields__", {}):
+            value = getattr(value, name)
+        else:
+            raise _NotStraight
+    return value
+
+
 # ---------------------------------------------------------------------------- API
 
 
@@ -1119,10 +1191,46 @@ class Template:
             if len(self.tree) == 1 and isinstance(self.tree[0], Text)
             else ("" if not self.tree else None)
         )
+        self.plan = _plan(self.tree, self.variables)
+
+    def _run_plan(
+        self,
+        plan: list[str | tuple[_Step, ...]],
+        dot: Any,
+        variables: Mapping[str, Any],
+        ctx: Context,
+    ) -> str:
+        """What the walker gives, when no step fails (see _plan); raises otherwise."""
+        out: list[str] = []
+        functions = self.functions
+        for item in plan:
+            if isinstance(item, str):
+                out.append(item)
+                continue
+            value: Any = _NO_VALUE
+            for name, operands in item:
+                if name is None:
+                    value = _operand(operands[0], dot, variables)
+                    continue
+                args = [_operand(a, dot, variables) for a in operands]
+                if value is not _NO_VALUE:
+                    args.append(value)
+                value = functions[name](ctx, *args)
+                if hasattr(value, "__await__"):
+                    if hasattr(value, "close"):
+                        value.close()
+                    raise _NotStraight
+            out.append(_print(value))
+        return "".join(out)
 
     async def expand(self, dot: Any, variables: Mapping[str, Any], ctx: Context) -> str:
         if self.constant is not None:
             return self.constant
+        if self.plan is not None:
+            try:
+                return self._run_plan(self.plan, dot, variables, ctx)
+            except Exception:  # noqa: S110 - the walker gives the error text, as Go would
+                pass
         run = _Exec(self, ctx)
         run.vars.append(("$", dot))
         run.vars.extend((name, variables.get(name)) for name in self.variables)
@@ -1144,6 +1252,17 @@ async def expand_alert_template(
     ctx: Context,
 ) -> str:
     """Expand as Prometheus does for alerts; an error becomes the text of the result."""
+    data, variables = alert_data(labels, external_labels, external_url, value)
+    return await expand_alert_data(template, data, variables, ctx)
+
+
+def alert_data(
+    labels: Mapping[str, str],
+    external_labels: Mapping[str, str],
+    external_url: str,
+    value: float,
+) -> tuple[AlertData, dict[str, Any]]:
+    """The dot and variables of an alert's templates: made once for all of them."""
     data = AlertData(dict(labels), dict(external_labels), external_url, value)
     variables = {
         "$labels": data.Labels,
@@ -1151,6 +1270,13 @@ async def expand_alert_template(
         "$externalURL": external_url,
         "$value": value,
     }
+    return data, variables
+
+
+async def expand_alert_data(
+    template: Template, data: AlertData, variables: Mapping[str, Any], ctx: Context
+) -> str:
+    """`expand_alert_template` with the dot and variables from `alert_data`."""
     try:
         return await template.expand(data, variables, ctx)
     except TemplateError as err:
