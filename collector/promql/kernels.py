@@ -140,8 +140,15 @@ class _Rows:
     def at(self, matrix: Array, cols: Array) -> Array:
         return matrix[self.r, np.maximum(cols, 0)]
 
-    def masked(self, matrix: Array) -> Array:
-        """``matrix`` with 0.0 outside the samples (for sums)."""
+    def masked(self, matrix: Array, inplace: bool = False) -> Array:
+        """``matrix`` with 0.0 outside the samples (for sums); ``inplace`` for a temporary.
+
+        Kernels reuse their temporaries where they can: a fresh rows x width float64 matrix
+        is fresh memory from the allocator, page-faulted in again at each call.
+        """
+        if inplace:
+            np.copyto(matrix, 0.0, where=~self.valid)
+            return matrix
         return np.where(self.valid, matrix, 0.0)
 
     def row_lists(self, i: int) -> tuple[list[float], list[float]]:
@@ -177,34 +184,38 @@ def _exact_sums(x: Array, any_zero: bool = False) -> tuple[Array, Array]:
     - sum(q) is exact in any order: every partial sum is a multiple of u * sigma below sigma;
     - every p is a multiple of g, the spacing of the row's smallest non-zero |x| (q is a
       multiple of u * sigma, itself a multiple of every x's spacing), and sum|p| <= n * u *
-      sigma; when that is below 2**53 * g every partial sum of p is exact too;
+      sigma; when that is below 2**53 * g (checked as: no non-zero |x| below
+      n * sigma * 2**-53) every partial sum of p is exact too;
     - so Q + P is the exact sum of the row, and fl(Q + P) its correctly rounded value (ties to
       even), which is what fsum returns.
 
     Rows not ``ok`` (the caller falls back to the scalar code): a sum of zero (fsum picks the
     zero's sign) unless every value is +0.0 or ``any_zero`` says the caller does not mind the
-    sign (it gets +0.0), values
-    or sums near overflow (fsum raises and the scalar code switches to Kahan) or so tiny that
-    u * sigma underflows, NaN or Inf, and rows whose values span more than about 2**50 / n in
-    magnitude (e.g. 1e16 and 0.1 together).
+    sign (it gets +0.0), values or sums near overflow (fsum raises and the scalar code switches
+    to Kahan) or so tiny that u * sigma underflows, NaN or Inf, and rows whose values span
+    more than about 2**50 / n in magnitude (e.g. 1e16 and 0.1 together).
     """
     rows, width = x.shape
     if width == 0:
         return np.zeros(rows), np.zeros(rows, dtype=bool)
+    # Sums as matrix-vector products (BLAS, several times faster than sum along short rows):
+    # the order does not matter where they are exact, and absum only sets sigma.
+    ones = np.ones(width)
     with np.errstate(all="ignore"):
         a = np.abs(x)
-        absum = a.sum(axis=1)
-        a[a == 0] = np.inf
-        g = np.spacing(a.min(axis=1))
-        del a
+        absum = a @ ones
         sigma = np.ldexp(1.0, np.frexp(absum)[1] + 1)
-        q = x + sigma[:, None]
+        # Every non-zero |x| >= n * sigma * 2**-53 makes its spacing (> |x| * 2**-53) above
+        # n * sigma * 2**-106, the condition for the low parts' sum to be exact.
+        tiny = np.less(a, (width * 2.0**-53) * sigma[:, None])
+        tiny &= a != 0
+        ok = (absum < _SUM_LIMIT) & (absum > _SUM_LOW) & ~tiny.any(axis=1)
+        q = a  # reuse the buffer: fresh large arrays cost page faults
+        np.add(x, sigma[:, None], out=q)
         q -= sigma[:, None]
-        p = x - q
-        r = q.sum(axis=1)
-        del q
-        r += p.sum(axis=1)
-        ok = (absum < _SUM_LIMIT) & (absum > _SUM_LOW) & (width * sigma < g * 2.0**106)
+        r = q @ ones
+        p = np.subtract(x, q, out=q)
+        r += p @ ones
         if any_zero:
             zero = absum == 0
             r[zero] = 0.0
@@ -364,10 +375,11 @@ def _variance_kernel(name: str, rows: _Rows, w: Window, values: Array, present: 
     n = rows.n
     # The sign of a zero sum does not matter: the mean is only subtracted, and d * d is +0.0
     # either way; a zero sum of squares means all are +0.0, and fsum gives +0.0.
-    total, ok = _exact_sums(rows.masked(rows.V), any_zero=True)
+    x = rows.masked(rows.V)
+    total, ok = _exact_sums(x, any_zero=True)
     mean = total / n
-    d = rows.V - mean[:, None]
-    squares, ok2 = _exact_sums(rows.masked(d * d), any_zero=True)
+    d = np.subtract(rows.V, mean[:, None], out=x)
+    squares, ok2 = _exact_sums(rows.masked(np.multiply(d, d, out=d), True), any_zero=True)
     variance = squares / n
     values[:] = np.sqrt(variance) if name == "stddev_over_time" else variance
     _fallback(name, rows, np.flatnonzero(present & ~(ok & ok2)), w, values, present)
@@ -383,12 +395,17 @@ def _regression(name: str, rows: _Rows, w: Window, values: Array, present: Array
         intercept_ms = np.rint(rows.at(T, rows.first) * 1000)[:, None]
     else:
         intercept_ms = float(w.step_time)
-    xs = rows.masked((np.rint(T * 1000) - intercept_ms) / 1e3)
+    xs = np.multiply(T, 1000)  # (round(t * 1000) - intercept_time) / 1e3, in place
+    np.rint(xs, out=xs)
+    xs -= intercept_ms
+    xs /= 1e3
+    xs = rows.masked(xs, True)
     ys = rows.masked(V)
     sum_x, ok = _exact_sums(xs)
     sum_y, ok_y = _exact_sums(ys)
-    sum_xy, ok_xy = _exact_sums(xs * ys)
-    sum_x2, ok_x2 = _exact_sums(xs * xs)
+    product = np.multiply(xs, ys, out=ys)
+    sum_xy, ok_xy = _exact_sums(product)
+    sum_x2, ok_x2 = _exact_sums(np.multiply(xs, xs, out=product))
     nf = n.astype(np.float64)
     cov_xy = sum_xy - sum_x * sum_y / nf
     var_x = sum_x2 - sum_x * sum_x / nf
