@@ -26,8 +26,9 @@ fallback, so a few odd rows do not slow down the rest):
 
 - sums the scalar code takes with math.fsum (exactly rounded): `_exact_sums` splits each
   value exactly into a high and a low part whose sums are both exact, so their float sum is
-  fsum's result; rows where that is not proven (a sum of 0, whose sign fsum picks; values near
-  overflow; values spanning ~2**50 in magnitude) fall back;
+  fsum's result; rows where that is not proven (a sum of 0 from other values than +0.0,
+  whose sign fsum picks; values near overflow; values spanning ~2**50 in magnitude) fall
+  back;
 - rows with non-finite values where the scalar code switches to Kahan summation (sum, avg,
   stddev, stdvar, deriv, predict_linear), NaN in quantile_over_time (Go's NaN-first order);
 - timestamps or window bounds beyond 2**52 ms, where float and Python int arithmetic differ.
@@ -35,6 +36,12 @@ fallback, so a few odd rows do not slow down the rest):
 Rows whose samples are not contiguous in the block (holes, markers, cells outside the window
 between samples) are first packed to the left, so every kernel sees a row's samples as one run
 of cells ``[first, last]``.
+
+Cost (bench/kernels.py, 2000 rows x 41 cells, one core): about 0.1 ms for the selection
+itself, rate/irate/changes/min/max/count/last 0.1-0.3 ms, sum/avg 0.3-0.8 ms, stddev 0.6-1 ms,
+deriv/predict_linear 1-2 ms, quantile ~1 ms, holt_winters ~1 ms, the instant selector 0.03
+ms. Much of what is above the lower figures is page faults on fresh large temporaries (glibc
+returns freed memory of that size to the system), hence the in-place reuse below.
 """
 
 from __future__ import annotations
@@ -110,7 +117,10 @@ class _Rows:
         # along short rows, and exact (counts < 2**24).
         n = (valid.astype(np.float32) @ np.ones(width, np.float32)).astype(np.intp)
         first = np.argmax(valid, axis=1)
-        last = width - 1 - np.argmax(valid[:, ::-1], axis=1)
+        if valid[:, -1].all():  # the head's blocks are right-aligned: skip a reversed argmax
+            last = np.full(rows, width - 1)
+        else:
+            last = width - 1 - np.argmax(valid[:, ::-1], axis=1)
         holes = np.flatnonzero((n > 0) & (last - first + 1 != n))
         if holes.size:
             # Pack these rows' samples to the left, time order kept (a stable sort of "not a
@@ -120,7 +130,6 @@ class _Rows:
             order = np.argsort(~sub, axis=1, kind="stable")
             ts[holes] = np.take_along_axis(ts[holes], order, axis=1)
             vs[holes] = np.take_along_axis(vs[holes], order, axis=1)
-            valid = valid.copy()
             valid[holes] = np.take_along_axis(sub, order, axis=1)
             first[holes] = 0
             last[holes] = n[holes] - 1
