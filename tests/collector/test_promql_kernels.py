@@ -439,3 +439,25 @@ def test_a_zero_sum_is_vouched_for_only_when_fsum_would_give_plus_zero() -> None
     sums, ok = kernels._exact_sums(x, any_zero=True)
     assert ok.all()
     assert all(bits(v) == bits(0.0) for v in sums)
+
+
+def test_timestamps_and_windows_beyond_2_to_the_52_ms_take_the_scalar_path() -> None:
+    # Float milliseconds stop being exact integers there (odd ones round to even past 2**53);
+    # the scalar code's int arithmetic is the reference, so those rows or calls fall back.
+    base = 2**53 + 1  # ms
+    ts = np.array([[(base + 4) / 1000, (base + 15_004) / 1000, (base + 30_002) / 1000]])
+    vs = np.array([[1.0, 5.0, 2.0]])
+    ts = np.concatenate([ts, np.array([[1.7e9, 1.7e9 + 15, 1.7e9 + 30]])])
+    vs = np.concatenate([vs, vs])
+    for name in NAMES:
+        for end in (base + 30_003, base + 30_005, base + 40_001):
+            check_range(name, ts, vs, Window(end, end - 40_001, end, 40_001, (0.5, 0.5)))
+        near = 1_700_000_030_001
+        check_range(name, ts, vs, Window(near, near - 40_001, near, 40_001, (0.5, 0.5)))
+
+
+def test_a_zero_range_rate_raises_as_the_scalar_code_does() -> None:
+    ts, vs = block([(0, 1), (0.5, 2)])
+    check_range("rate", ts, vs, Window(T0, T0, T0 + 500, 0, ()))
+    with pytest.raises(ZeroDivisionError):
+        kernels.range_function("rate", ts, vs, Window(T0, T0, T0 + 500, 0, ()))
