@@ -484,7 +484,9 @@ class RecentSamples:
             labels = server.labels[col]
             if all(m.matches(labels) for m in key):
                 matched.append((server.keys[col], server.server_id, col, server.srow, labels))
-        matched.sort(key=operator.itemgetter(0))  # a label set is in one column only
+        # Label-set order; two targets given the same instance label can hold the same label
+        # set: then server id and column decide, as before.
+        matched.sort(key=operator.itemgetter(0, 1, 2))
         flat = array("q")
         whole = tuple(all(v for _, v in row[0]) for row in matched)
         for (_, sid, col, _, _), w in zip(matched, whole, strict=True):

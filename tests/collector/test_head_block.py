@@ -244,3 +244,19 @@ def test_forgotten_servers_give_their_rows_to_new_ones() -> None:
         model.add(result)
     assert len(recent._v) == rows
     check(recent, model, T0, T0 + 15 * 5)
+
+
+def test_two_targets_with_one_label_set_come_in_server_order() -> None:
+    # Two targets given the same instance label hold the same label set: the rows keep an
+    # order that does not depend on which server was scraped first.
+    recent = RecentSamples("node", window=600)
+    for sid in (2, 1):
+        t = Target(sid, "same", f"http://10.0.0.{sid}:9190/metrics", 15.0, 10.0,
+                   {"instance": "same"})  # fmt: skip
+        recent.add(ScrapeResult(t, T0, 0.1, [Sample("a", (), float(sid))]))
+    block = recent.select_block([Matcher("__name__", "=", "a")], T0, T0)
+    assert block.vs[:, -1].tolist() == [1.0, 2.0]
+    assert [vs for _, _, _, vs in recent.select([Matcher("__name__", "=", "a")], T0, T0)] == [
+        [1.0],
+        [2.0],
+    ]
