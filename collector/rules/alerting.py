@@ -113,8 +113,8 @@ class RuleHealth:
 # matters with ~100,000 alerts (issue #8). Never changed once made: alerts share the dicts.
 _Made = tuple[float, dict[str, str], Labels, dict[str, str]]
 
-# An alert's output label sets: (alertstate, ALERTS labels, key, ALERTS_FOR_STATE labels, key).
-_Outputs = tuple[str, dict[str, str], Labels, dict[str, str], Labels]
+# An alert's output label sets: (state, ALERTS labels, key, ALERTS_FOR_STATE labels, key).
+_Outputs = tuple[AlertState, dict[str, str], Labels, dict[str, str], Labels]
 
 
 class AlertingRule:
@@ -276,49 +276,57 @@ class AlertingRule:
                 with_impure[key] = annotations
         self._made = made_now
 
+        # The loops below run for every alert at every evaluation (issue #8): names are local.
+        inactive, pending, firing = AlertState.INACTIVE, AlertState.PENDING, AlertState.FIRING
         active = self.active
         for key, (value, labels, _, annotations) in found.items():
             if impure:
                 annotations = with_impure[key]
             alert = active.get(key)
-            if alert is not None and alert.state is not AlertState.INACTIVE:
+            if alert is not None and alert.state is not inactive:
                 alert.value = value
                 alert.annotations = annotations
             else:
-                active[key] = Alert(dict(labels), annotations, AlertState.PENDING, ts, value)
+                active[key] = Alert(dict(labels), annotations, pending, ts, value)
 
         out: list[OutputSample] = []
+        append = out.append
+        output = OutputSample
         emit = self.restored
+        hold = self.hold
+        keep_firing_for = self.keep_firing_for
         gone: list[Labels] = []
         counted = 0
         for key, alert in active.items():
-            keep_firing = False
-            if key not in found:
-                if alert.state is AlertState.FIRING and self.keep_firing_for > 0:
+            if key in found:
+                if alert.keep_firing_since is not None:
+                    alert.keep_firing_since = None
+            else:
+                keep_firing = False
+                if alert.state is firing and keep_firing_for > 0:
                     if alert.keep_firing_since is None:
                         alert.keep_firing_since = ts
-                    keep_firing = ts - alert.keep_firing_since < self.keep_firing_for
-                if alert.state is AlertState.PENDING or (
+                    keep_firing = ts - alert.keep_firing_since < keep_firing_for
+                if alert.state is pending or (
                     alert.resolved_at is not None and ts - alert.resolved_at > RESOLVED_RETENTION
                 ):
                     gone.append(key)
-                if alert.state is not AlertState.INACTIVE and not keep_firing:
-                    alert.state = AlertState.INACTIVE
+                if alert.state is not inactive and not keep_firing:
+                    alert.state = inactive
                     alert.resolved_at = ts
                 if not keep_firing:
                     continue
-            elif alert.keep_firing_since is not None:
-                alert.keep_firing_since = None
             counted += 1
-            if alert.state is AlertState.PENDING and ts - alert.active_at >= self.hold:
-                alert.state = AlertState.FIRING
+            state = alert.state
+            if state is pending and ts - alert.active_at >= hold:
+                state = alert.state = firing
                 alert.fired_at = ts
             if emit:
                 made_out = alert.outputs
-                if made_out is None or made_out[0] != alert.state:
+                if made_out is None or made_out[0] is not state:
                     made_out = alert.outputs = self._output_labels(alert)
-                out.append(OutputSample(made_out[1], ts, 1.0, made_out[2]))
-                out.append(OutputSample(made_out[3], ts, float(int(alert.active_at)), made_out[4]))
+                append(output(made_out[1], ts, 1.0, made_out[2]))
+                append(output(made_out[3], ts, float(int(alert.active_at)), made_out[4]))
         for key in gone:
             del active[key]
         if limit > 0 and counted > limit:
@@ -345,7 +353,7 @@ class AlertingRule:
                 "alertname": self.name,
             }
             for_state_key = labels_key(for_state)
-        return (state, labels, labels_key(labels), for_state, for_state_key)
+        return (alert.state, labels, labels_key(labels), for_state, for_state_key)
 
     def due_notifications(
         self, ts: float, resend_delay: float, interval: float, external_url: str
