@@ -31,7 +31,8 @@ fallback, so a few odd rows do not slow down the rest):
   back;
 - rows with non-finite values where the scalar code switches to Kahan summation (sum, avg,
   stddev, stdvar, deriv, predict_linear), NaN in quantile_over_time (Go's NaN-first order);
-- timestamps or window bounds beyond 2**52 ms, where float and Python int arithmetic differ.
+- window bounds beyond 2**52 ms, where float and Python int arithmetic differ (the whole call:
+  a sample in the window is within its bounds, so no other row check is needed).
 
 Rows whose samples are not contiguous in the block (holes, markers, cells outside the window
 between samples) are first packed to the left, so every kernel sees a row's samples as one run
@@ -107,7 +108,7 @@ class _Rows:
     marks the samples (in the window, not markers); ``n`` counts them.
     """
 
-    __slots__ = ("T", "V", "valid", "n", "first", "last", "any", "r", "good_ts")
+    __slots__ = ("T", "V", "valid", "n", "first", "last", "any", "r")
 
     def __init__(self, ts: Array, vs: Array, low: float, high: float) -> None:
         rows, width = ts.shape
@@ -141,13 +142,10 @@ class _Rows:
         self.first = first
         self.last = last
         self.r = np.arange(rows)
-        tf = ts[self.r, first]
-        tl = ts[self.r, last]
-        # Milliseconds beyond 2**52 would round differently from Python's int arithmetic.
-        self.good_ts = (np.abs(tf) * 1000 < _MS_LIMIT) & (np.abs(tl) * 1000 < _MS_LIMIT)
 
     def at(self, matrix: Array, cols: Array) -> Array:
-        return matrix[self.r, np.maximum(cols, 0)]
+        """``matrix[row, cols[row]]`` per row; ``cols`` must be in range (first, last are)."""
+        return matrix[self.r, cols]
 
     def masked(self, matrix: Array, inplace: bool = False) -> Array:
         """``matrix`` with 0.0 outside the samples (for sums); ``inplace`` for a temporary.
@@ -311,7 +309,6 @@ def _rate(name: str, rows: _Rows, w: Window, values: Array, present: Array) -> N
         factor = factor / (w.range / 1000)
     values[:] = result * factor
     present &= n >= 2
-    _fallback(name, rows, np.flatnonzero(present & ~rows.good_ts), w, values, present)
 
 
 def _instant_value(name: str, rows: _Rows, w: Window, values: Array, present: Array) -> None:
@@ -319,18 +316,16 @@ def _instant_value(name: str, rows: _Rows, w: Window, values: Array, present: Ar
     is_rate = name == "irate"
     V, T = rows.V, rows.T
     last = rows.at(V, rows.last)
-    previous = rows.at(V, rows.last - 1)
+    before = np.maximum(rows.last - 1, 0)
+    previous = rows.at(V, before)
     result = last - previous
     if is_rate:
         result = np.where(last < previous, last, result)
-    interval = np.rint(rows.at(T, rows.last) * 1000) - np.rint(rows.at(T, rows.last - 1) * 1000)
+    interval = np.rint(rows.at(T, rows.last) * 1000) - np.rint(rows.at(T, before) * 1000)
     if is_rate:
         result = result / (interval / 1000)
     values[:] = result
     present &= (rows.n >= 2) & (interval != 0)
-    _fallback(
-        name, rows, np.flatnonzero(rows.any & (rows.n >= 2) & ~rows.good_ts), w, values, present
-    )
 
 
 def _pair_counts(name: str, rows: _Rows, w: Window, values: Array, present: Array) -> None:
@@ -430,7 +425,7 @@ def _regression(name: str, rows: _Rows, w: Window, values: Array, present: Array
     _fallback(
         name,
         rows,
-        np.flatnonzero(present & ~constant & ~(exact & rows.good_ts)),
+        np.flatnonzero(present & ~constant & ~exact),
         w,
         values,
         present,
