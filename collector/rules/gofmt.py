@@ -9,6 +9,7 @@ NaN, +Inf and -Inf, a verb of the wrong type prints as ``%!d(float64=1.5)``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -126,15 +127,28 @@ def format_g(x: float, precision: int) -> str:
 _VERB = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d*))?([a-zA-Z%])")
 
 
+@functools.lru_cache(maxsize=512)
+def _parse_format(fmt: str) -> tuple[tuple[tuple[str, str, str | None, str | None, str], ...], str]:
+    """A format as (text before, flags, width, precision, verb) per verb, and the tail.
+
+    Kept per format: a template's printf formats the same text for every alert (issue #8).
+    """
+    verbs = []
+    pos = 0
+    for match in _VERB.finditer(fmt):
+        flags, width, precision, verb = match.groups()
+        verbs.append((fmt[pos : match.start()], flags, width, precision, verb))
+        pos = match.end()
+    return tuple(verbs), fmt[pos:]
+
+
 def go_sprintf(fmt: str, args: Sequence[Any]) -> str:
     """Go's fmt.Sprintf for the verbs templates use: v s d f F e E g G q x X t c o b %."""
     out: list[str] = []
-    pos = 0
     argi = 0
-    for match in _VERB.finditer(fmt):
-        out.append(fmt[pos : match.start()])
-        pos = match.end()
-        flags, width, precision, verb = match.groups()
+    verbs, tail = _parse_format(fmt)
+    for before, flags, width, precision, verb in verbs:
+        out.append(before)
         if verb == "%":
             out.append("%")
             continue
@@ -144,7 +158,7 @@ def go_sprintf(fmt: str, args: Sequence[Any]) -> str:
         arg = args[argi]
         argi += 1
         out.append(_format_one(flags, width, precision, verb, arg))
-    out.append(fmt[pos:])
+    out.append(tail)
     if argi < len(args):
         extra = ", ".join(f"{go_type(a)}={_inner(a)}" for a in args[argi:])
         out.append(f"%!(EXTRA {extra})")

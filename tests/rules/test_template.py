@@ -180,3 +180,12 @@ def test_only_templates_of_text_and_pure_piped_operands_run_straight() -> None:
         "{{ and $value 1 }}",
     ):
         assert parse_alert_template(text, "A").plan is None
+
+
+def test_a_format_used_again_formats_the_new_arguments() -> None:
+    # go_sprintf keeps each format parsed: only the text around the verbs may be reused.
+    fmt = "%.2f on %s (%d%%)"
+    assert go_sprintf(fmt, [1.234, "a", 3]) == "1.23 on a (3%)"
+    assert go_sprintf(fmt, [-0.0, "b", 40]) == "-0.00 on b (40%)"
+    assert go_sprintf(fmt, [float("nan"), "c"]) == "NaN on c (%!d(MISSING)%)"
+    assert go_sprintf(fmt, [2.0, "d", 5, 6]) == "2.00 on d (5%)%!(EXTRA int=6)"
