@@ -140,19 +140,32 @@ class AlertStore:
     async def save(self, group: RuleGroup) -> None:
         """Write what changed since the last save (nothing when nothing did)."""
         before = self._saved.get(group.key, {})
-        now_rows: dict[tuple[str, bytes], tuple[Alert, tuple[Any, ...]]] = {}
         digests = self._digests.get(group.key, {})
         digests_now: dict[Labels, bytes] = {}
+        # One pass over the alerts (issue #8: it runs after every evaluation of a storm).
+        saved: dict[tuple[str, bytes], tuple[Any, ...]] = {}
+        changed: list[tuple[tuple[str, bytes], Alert]] = []
+        count = 0
         for rule in group.alerting_rules():
+            name = rule.name
             for key, alert in rule.active.items():
                 digest = digests.get(key)
                 if digest is None:
                     digest = _hash(alert.labels)
                 digests_now[key] = digest
-                now_rows[(rule.name, digest)] = (alert, _signature(alert))
+                row = (name, digest)
+                saved[row] = signature = _signature(alert)
+                count += 1
+                if before.get(row) != signature:
+                    changed.append((row, alert))
         self._digests[group.key] = digests_now
-        changed = [(key, alert) for key, (alert, sig) in now_rows.items() if before.get(key) != sig]
-        gone = [key for key in before if key not in now_rows]
+        if count != len(saved):  # alerts of same-named rules on one row: the last one counts
+            last: dict[tuple[str, bytes], Alert] = {}
+            for rule in group.alerting_rules():
+                for key, alert in rule.active.items():
+                    last[(rule.name, digests_now[key])] = alert
+            changed = [(row, alert) for row, alert in last.items() if before.get(row) != saved[row]]
+        gone = [row for row in before if row not in saved]
         async with self.pool.acquire() as conn, conn.transaction():
             if changed:
                 await conn.executemany(
@@ -196,7 +209,7 @@ class AlertStore:
                     group.key,
                     _dt(group.last_evaluation),
                 )
-        self._saved[group.key] = {key: sig for key, (_, sig) in now_rows.items()}
+        self._saved[group.key] = saved
 
     async def forget(self, group_key: str) -> None:
         """A group that is gone from the rule files takes its saved alerts with it."""

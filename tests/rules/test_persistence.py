@@ -184,3 +184,31 @@ async def test_saving_again_writes_only_what_changed_and_forgets_what_is_gone(
         rule.active.clear()
     await store.save(group)
     assert await rows() == {}
+
+
+async def test_two_rules_of_one_name_and_labels_share_a_saved_row(pool: asyncpg.Pool) -> None:
+    spec = parse_rule_file(
+        """groups:
+  - name: twins
+    rules:
+      - alert: Twin
+        expr: up == 0
+        for: 30m
+      - alert: Twin
+        expr: up == 0
+""",
+        "r.yml",
+    ).groups[0]
+    group = RuleGroup(spec, query=engine_query(Engine(down_source(until=10_000))))
+    store = AlertStore(pool)
+    await store.forget(group.key)
+    for t in (1_000, 1_060):
+        await group.evaluate(t)
+        await store.save(group)
+        async with pool.acquire() as conn:
+            states = await conn.fetch(
+                "SELECT state FROM rule_alerts WHERE group_key = $1", group.key
+            )
+        # The second rule's alert (firing at once) is the one kept, as it always was.
+        assert [r["state"] for r in states] == ["firing"]
+    await store.forget(group.key)
