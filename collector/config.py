@@ -200,7 +200,11 @@ SETTINGS: tuple[Setting, ...] = (
         parse_duration,
         600.0,
         "How much of every series the head keeps in memory; queries within it (rules, the "
-        "live view, recent API queries) do not touch the database. About 8 bytes per sample.",
+        "live view, recent API queries) do not touch the database. About 8–12 bytes per sample"
+        " (numpy matrices shared by the fleet, with spare rows and columns; a target scraped"
+        " much more often than the rest widens every server's rows, up to a budget past which"
+        " the oldest samples of the window are read from the database), plus each series'"
+        " labels.",
     ),
     Setting(
         "storage.spool.max_bytes",
