@@ -217,6 +217,11 @@ class RecentSamples:
         self._started: float | None = None
         self._latest: float | None = None
         self._dropped: float | None = None  # the newest in-window sample C had no room for
+        # Writes so far (scrapes, forgotten servers): what `_times_in` keeps is valid until the
+        # next one.
+        self._writes = 0
+        self._range_writes = 0
+        self._ranges: dict[tuple[float, float], tuple[int, Any]] = {}
 
     # -- the matrices ---------------------------------------------------------------------
 
@@ -286,6 +291,7 @@ class RecentSamples:
         """Take one scrape (in any order: backfilled scrapes may come late)."""
         ts = round(result.timestamp, 3)
         sid = result.target.server_id
+        self._writes += 1
         server = self._servers.get(sid)
         if server is None:
             server = self._servers[sid] = _ServerWindow(sid, self._new_srow())
@@ -454,6 +460,7 @@ class RecentSamples:
     def forget(self, server_id: int) -> None:
         server = self._servers.pop(server_id, None)
         if server is not None:
+            self._writes += 1
             self._unindex(server)
             if server.capacity:
                 self._free(int(self._base[server.srow]), server.capacity)
@@ -520,21 +527,36 @@ class RecentSamples:
                 return [(servers[s], c) for s, c in _pairs(self._by_name.get(m.value, array("q")))]
         return [(servers[s], c) for entries in self._by_name.values() for s, c in _pairs(entries)]
 
+    def _times_in(self, start: float, end: float) -> tuple[int, Any]:
+        """Every server's times in [start, end] (NaN outside) in the columns some server has
+        one in, and the first of those columns; kept per range until the next write, as the
+        selections of a rule cycle share a few ranges."""
+        if self._range_writes != self._writes or len(self._ranges) >= 64:
+            self._ranges.clear()
+            self._range_writes = self._writes
+        found = self._ranges.get((start, end))
+        if found is None:
+            ts_all = self._ts
+            inside = (ts_all >= start) & (ts_all <= end)
+            used = np.flatnonzero(inside.any(axis=0))
+            if len(used):
+                lo, hi = int(used[0]), int(used[-1]) + 1
+                found = lo, np.where(inside[:, lo:hi], ts_all[:, lo:hi], np.nan)
+            else:
+                found = 0, np.empty((len(ts_all), 0))
+            self._ranges[(start, end)] = found
+        return found
+
     def _cells(self, srows: Any, columns: Any, start: float, end: float) -> tuple[Any, Any]:
         """The ts and vs matrices of these series in [start, end] (`RangeBlock`), trimmed to
-        the columns that hold a time in range for some server."""
-        ts_all = self._ts
-        inside = (ts_all >= start) & (ts_all <= end)
-        used = np.flatnonzero(inside.any(axis=0))
-        if not len(used) or not len(srows):
-            empty = np.empty((len(srows), 0))
-            return empty, empty.copy()
-        lo, hi = int(used[0]), int(used[-1]) + 1
+        the columns that hold a time in range for some server: a few numpy calls whatever
+        the number of series (issue #8)."""
+        lo, times = self._times_in(start, end)
+        width = times.shape[1]
         rows = self._base[srows] + columns
-        vs = self._v[rows, lo:hi]
-        present = inside[srows, lo:hi]
-        present &= vs.view(np.uint64) != _ABSENT_U64
-        ts = np.where(present, ts_all[srows, lo:hi], np.nan)
+        vs = self._v[rows, lo : lo + width]
+        ts = times[srows]
+        np.copyto(ts, np.nan, where=vs.view(np.uint64) == _ABSENT_U64)
         return ts, vs
 
     def _has_samples(self, srows: Any, columns: Any, start: float, end: float) -> Any:
