@@ -97,10 +97,12 @@ def _all_finite(vs: list[float]) -> bool:
 
 
 def _fsum(values: list[float]) -> float | None:
-    """Exactly rounded sum of finite values; None when an intermediate sum overflows."""
+    """Exactly rounded sum of finite values; None when an intermediate sum overflows, or when
+    values made from finite ones are not (linear_regression's x*y products can reach +Inf and
+    -Inf, and fsum raises on "-inf + inf"): the caller's Kahan loop then gives Go's answer."""
     try:
         return math.fsum(values)
-    except OverflowError:
+    except (OverflowError, ValueError):
         return None
 
 

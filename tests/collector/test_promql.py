@@ -520,3 +520,19 @@ async def test_a_shared_subexpression_still_counts_towards_the_sample_limit(
         await engine.instant_query(query, 600)
         with pytest.raises(PromQLError, match="too many samples"):
             await engine.instant_query(f"{query} + {query}", 600)
+
+
+@pytest.mark.parametrize("columnar", [True, False], ids=["columnar", "step-wise"])
+async def test_regression_over_values_whose_products_overflow_both_ways_is_nan_not_an_error(
+    columnar: bool,
+) -> None:
+    # x*y products reach +Inf and -Inf: math.fsum raises on "-inf + inf"; Go's Kahan sums give
+    # NaN, and so must we (it raised ValueError before).
+    source = MemorySource()
+    for i, v in enumerate([1e308, -1e308, 1e308, -1e308, 1e308]):
+        source.add({"__name__": "g"}, 1000 + 15 * i, v)
+    engine = Engine(source, 300, columnar=columnar)
+    for query in ("predict_linear(g[5m], 3600)", "deriv(g[5m])"):
+        value = await engine.instant_query(query, 1060)
+        assert isinstance(value, Vector)
+        assert len(value) == 1 and math.isnan(value[0].value), (query, value)
