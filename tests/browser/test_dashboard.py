@@ -132,7 +132,7 @@ def test_add_a_server_watch_it_live_read_a_day_of_history_in_english_and_chinese
             " && [...document.querySelectorAll('article.server .meter-value')]"
             ".some((e) => /%$/.test(e.textContent))"
         )
-        names = page.locator("article.server h2.name").all_inner_texts()
+        names = page.locator("article.server h2.name").all_text_contents()
         assert sorted(names) == sorted([HOSTILE, "tokyo-1"])
         tokyo = page.locator("article.server", has_text="tokyo-1")
         assert tokyo.locator(".flag").inner_text() == "JP"
@@ -278,7 +278,7 @@ def test_add_a_server_watch_it_live_read_a_day_of_history_in_english_and_chinese
         status.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         status.goto(site + "/status")
         status.wait_for_function("() => document.querySelector('#updated').textContent !== ''")
-        assert sorted(status.locator("h2.name").all_inner_texts()) == sorted([HOSTILE, "tokyo-1"])
+        assert sorted(status.locator("h2.name").all_text_contents()) == sorted([HOSTILE, "tokyo-1"])
         html = status.content()
         assert "127.0.0.1" not in html and "localhost" not in html
         assert status.locator("main img").count() == 0
