@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from aiohttp import web
@@ -531,6 +531,8 @@ async def silences_page(
     user = access.require_user(request)
     now = _now(request)
     silences = await _visible_silences(request, since=now - 7 * 86400)
+    visible = await access.request_visible_ids(request)
+    dispatcher = _service(request).dispatcher
     return _render(
         request,
         "notify_silences.html",
@@ -538,6 +540,9 @@ async def silences_page(
         tab="silences",
         silences=[s.to_json(now) for s in silences],
         can_edit=role_allows(user.role, "operator"),
+        # Silences this user may expire (the creation rule, _expire_permitted_silence); the
+        # others get a disabled button saying why instead of one that answers 403.
+        expirable={s.id for s in silences if dispatcher.silence_confined_to(visible, s)},
         error=error,
         values=values
         or {"matchers": request.query.get("matchers", ""), "duration": "2h", "comment": ""},
@@ -556,22 +561,38 @@ async def _visible_silences(request: web.Request, since: float | None = None) ->
     ]
 
 
-async def _expire_visible_silence(request: web.Request, silence_id: str) -> bool:
-    """Expire a silence the user may see; False (a 404) if none is active or it is hidden."""
+ExpireResult = Literal["expired", "missing", "forbidden"]
+
+
+async def _expire_permitted_silence(request: web.Request, silence_id: str) -> ExpireResult:
+    """Expire a silence if the user may. A user who does not see every server gets "missing"
+    (a 404, as for an id that does not exist) for a silence they may not see, and "forbidden"
+    (a 403, nothing changes) for a visible one they could not have created: fleet-wide or
+    regex silences also mute alerts of servers not granted to them, and expiring one would
+    un-mute those (the same rule as creating, Dispatcher.silence_confined_to)."""
     visible = await access.request_visible_ids(request)
     if visible is not None:
         silence = await store.get_silence(_pool(request), silence_id)
-        if silence is None or not _service(request).dispatcher.silence_visible_to(visible, silence):
-            return False
+        dispatcher = _service(request).dispatcher
+        if silence is None or not dispatcher.silence_visible_to(visible, silence):
+            return "missing"
+        if not dispatcher.silence_confined_to(visible, silence):
+            return "forbidden"
     try:
-        return await store.expire_silence(_pool(request), silence_id, _now(request))
+        expired = await store.expire_silence(_pool(request), silence_id, _now(request))
     except asyncpg.DataError:
-        return False
+        expired = False
+    return "expired" if expired else "missing"
 
 
 CONFINED_ERROR = (
     'you may silence only servers granted to you: add a matcher server_id="ID" or'
     ' instance="HOST:PORT" naming one of them'
+)
+EXPIRE_CONFINED_ERROR = (
+    "you may expire only silences pinned to a server granted to you (by a matcher"
+    ' server_id="ID" or instance="HOST:PORT"): this one can also mute alerts of servers'
+    " not granted to you; ask an admin to expire it"
 )
 
 
@@ -612,8 +633,10 @@ async def silence_submit(request: web.Request) -> web.Response:
 async def silence_expire(request: web.Request) -> web.Response:
     access.require_role(request, "operator")
     silence_id = request.match_info["id"]
-    ok = await _expire_visible_silence(request, silence_id)
-    if not ok:
+    result = await _expire_permitted_silence(request, silence_id)
+    if result == "forbidden":
+        return await silences_page(request, EXPIRE_CONFINED_ERROR, status=403)
+    if result == "missing":
         raise web.HTTPNotFound(text="no such active silence")
     await access.audit(request, "notify.silence.expire", detail={"id": silence_id})
     await _after_silence_change(request)
@@ -648,8 +671,10 @@ async def api_post_silence(request: web.Request) -> web.Response:
 async def api_delete_silence(request: web.Request) -> web.Response:
     access.require_role(request, "operator")
     silence_id = request.match_info["id"]
-    ok = await _expire_visible_silence(request, silence_id)
-    if not ok:
+    result = await _expire_permitted_silence(request, silence_id)
+    if result == "forbidden":
+        raise _json_error(web.HTTPForbidden, EXPIRE_CONFINED_ERROR)
+    if result == "missing":
         raise _json_error(web.HTTPNotFound, "no such active silence")
     await access.audit(request, "notify.silence.expire", detail={"id": silence_id})
     await _after_silence_change(request)

@@ -249,7 +249,7 @@ async def test_a_viewer_sees_only_alerts_of_granted_servers_and_not_the_log(
         await client.close()
 
 
-async def test_an_operator_sees_and_expires_only_silences_of_granted_servers(
+async def test_an_operator_sees_only_silences_of_granted_servers_and_expires_only_pinned_ones(
     pool: asyncpg.Pool, site: TestServer
 ) -> None:
     from vpsmon.collector import access as grants
@@ -309,15 +309,58 @@ async def test_an_operator_sees_and_expires_only_silences_of_granted_servers(
                 allow_redirects=False,
             )
             assert resp.status == 404
+        # Visible but not pinned to a granted server by an equality matcher: the silence also
+        # mutes alerts of servers the operator was not granted, so expiring it is refused.
+        for unpinned in ("fleet-wide", "any-10"):
+            status, body = await oper.api("DELETE", f"/api/notify/silences/{ids[unpinned]}")
+            assert status == 403, body
+            assert "pinned to a server granted to you" in body["error"]
+            resp = await client.post(
+                f"/notify/silences/{ids[unpinned]}/expire",
+                data={"csrf_token": oper.csrf},
+                allow_redirects=False,
+            )
+            assert resp.status == 403
+            assert "pinned to a server granted to you" in await resp.text()
+        # The page offers a working Expire button only for the pinned ones.
+        for comment in seen:
+            form = f'action="/notify/silences/{ids[comment]}/expire"'
+            assert (form in page) == (comment in {"my-instance", "my-id"}), comment
+        assert page.count("disabled title=") == 2
         status, _ = await oper.api("DELETE", f"/api/notify/silences/{ids['my-instance']}")
         assert status == 200
+        resp = await client.post(
+            f"/notify/silences/{ids['my-id']}/expire",
+            data={"csrf_token": oper.csrf},
+            allow_redirects=False,
+        )
+        assert resp.status == 302
 
         client.session.cookie_jar.clear()
         admin = await login(client, "root")
         _, every = await admin.api("GET", "/api/notify/silences")
         states = {s["comment"]: s["status"]["state"] for s in every}
-        assert states["my-instance"] == "expired"
-        assert all(states[c] == "active" for c in ("their-instance", "their-id", "their-regex"))
+        assert states["my-instance"] == states["my-id"] == "expired"
+        assert all(
+            states[c] == "active"
+            for c in ("their-instance", "their-id", "their-regex", "fleet-wide", "any-10")
+        )
+        # An admin may expire anything, on the page and over the API.
+        page = await (await client.get("/notify/silences")).text()
+        assert "disabled title=" not in page
+        for comment in ("fleet-wide", "their-regex"):
+            status, body = await admin.api("DELETE", f"/api/notify/silences/{ids[comment]}")
+            assert status == 200, body
+        for comment in ("any-10", "their-id"):
+            resp = await client.post(
+                f"/notify/silences/{ids[comment]}/expire",
+                data={"csrf_token": admin.csrf},
+                allow_redirects=False,
+            )
+            assert resp.status == 302
+        _, every = await admin.api("GET", "/api/notify/silences")
+        states = {s["comment"]: s["status"]["state"] for s in every}
+        assert {c for c, state in states.items() if state == "active"} == {"their-instance"}
     finally:
         await client.close()
 
