@@ -120,8 +120,10 @@ async def require_step_up(request: web.Request) -> User:
     """Sensitive actions ask for the password or TOTP code again unless it was given in the
     last `web.reauth_ttl` (5 minutes): the terminal and commands (web/command.py, exec and
     pty), every file change made from a browser session (upload, editor save, mkdir, rename,
-    delete, chmod; browsing and downloading do not ask; web/files.py lets API tokens change
-    files without it), and account, token and user management (web/users.py).
+    delete, chmod; browsing and downloading do not ask) and Docker start, stop and restart
+    made from a browser session (web/docker.py; viewing does not ask) -- both through
+    web/command.py's open_agent_for_change, which lets API tokens make them without it --, and
+    account, token and user management (web/users.py).
 
     API tokens cannot step up, so they cannot do these actions through the web: 403.
     Pages are redirected to /reauth?next=…; the API answers 401 {"error", "reauth": "/reauth"}.

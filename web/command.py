@@ -14,11 +14,13 @@ open_agent checks, in this order, and refuses with the first that fails:
    exist, so ids cannot be probed;
 4. the server is enrolled: 409 "not enrolled" otherwise;
 5. the feature is enabled for that server: 403 otherwise;
-6. for exec and pty, and for any call that changes files from a browser session
-   (`step_up=True`: upload, save, mkdir, rename, delete, chmod; writing
-   ~/.ssh/authorized_keys is as strong as exec; web/files.py): a fresh
-   step-up (password or TOTP in the last web.reauth_ttl): 401 {"reauth": "/reauth"} on the
-   API, a redirect to /reauth on pages. Browsing and downloading files do not ask.
+6. for exec and pty, and for any change made from a browser session through
+   `open_agent_for_change` (`step_up=True`): files (upload, save, mkdir, rename, delete,
+   chmod; writing ~/.ssh/authorized_keys is as strong as exec; web/files.py) and Docker
+   (start, stop, restart; web/docker.py): a fresh step-up (password or TOTP in the last
+   web.reauth_ttl): 401 {"reauth": "/reauth"} on the API, a redirect to /reauth on pages.
+   Browsing and downloading files, and listing containers, their logs, details and stats, do
+   not ask; API tokens are not asked for those changes (open_agent_for_change).
 The exporter checks again on its side (pinned collector key, token, its own feature switches).
 """
 
@@ -118,6 +120,15 @@ async def open_agent(
         await access.require_step_up(request)
     pool = request.app[AGENTS]
     return Agent(pool.stub(record.target), pool, record, server, user, feature)
+
+
+async def open_agent_for_change(request: web.Request, server_id: int, feature: str) -> Agent:
+    """open_agent for a call that changes the server (files, Docker control): every check and,
+    for a browser session, a fresh step-up. An API token is the scripted way to make these
+    changes (docs/files.md, docs/docker.md): creating one needed a step-up, it is revocable,
+    and it could not answer a step-up anyway, so it is not asked."""
+    fresh = not access.via_token(request)
+    return await open_agent(request, server_id, feature, step_up=fresh)
 
 
 def _origins(request: web.Request) -> set[str]:

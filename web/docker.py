@@ -9,7 +9,11 @@ through the collector's pooled channel to the exporter's Agent Docker RPCs.
     GET  /api/servers/{id}/containers/{cid}/logs           WebSocket: ?follow=1&tail=N&timestamps=1
 
 Every call goes through `open_agent(request, id, "docker")`: logged in, operator or above,
-server granted (else 404), server enrolled (else 409), docker enabled for it (else 403). The
+server granted (else 404), server enrolled (else 409), docker enabled for it (else 403).
+Start, stop and restart from a browser session also need a fresh step-up (password or TOTP in
+the last web.reauth_ttl; 401 {"error", "reauth": "/reauth"} otherwise, as for file changes:
+`open_agent_for_change`); the list, logs, inspect and stats do not ask, and API tokens (scripts)
+are not asked. The
 exporter checks its own switch again: docker control disabled there is PERMISSION_DENIED even
 when the collector's record says otherwise, and becomes a 403 here.
 
@@ -36,7 +40,14 @@ from vpsmon.collector.accounts import role_allows
 from vpsmon.collector.fleet.agents import agent_enrolment
 from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.web import access
-from vpsmon.web.command import Agent, access_gone, audit_command, check_ws_origin, open_agent
+from vpsmon.web.command import (
+    Agent,
+    access_gone,
+    audit_command,
+    check_ws_origin,
+    open_agent,
+    open_agent_for_change,
+)
 from vpsmon.web.keys import DOCKER_SOCKETS, HUB, POOL
 
 log = logging.getLogger("vpsmon.web.docker")
@@ -249,7 +260,9 @@ async def api_action(request: web.Request) -> web.Response:
     if action not in ACTIONS:  # the routes only add these
         raise _json_error(web.HTTPNotFound, "no such action")
     timeout = await _stop_timeout(request) if action != "start" else 0
-    agent = await open_agent(request, server_id, "docker")
+    # A container's state is the server's state (a stopped database is an outage): like file
+    # changes, a browser session needs a fresh step-up; API tokens are not asked.
+    agent = await open_agent_for_change(request, server_id, "docker")
     detail: dict[str, Any] = {"container": container}
     if action != "start":
         detail["timeout"] = timeout

@@ -54,7 +54,7 @@ from aiohttp import web
 from vpsmon.collector import servers as records
 from vpsmon.v1 import agent_pb2 as pb
 from vpsmon.web import access
-from vpsmon.web.command import Agent, audit_command, open_agent
+from vpsmon.web.command import Agent, audit_command, open_agent, open_agent_for_change
 from vpsmon.web.dashboard import server_id_param
 from vpsmon.web.keys import CONFIG, POOL
 
@@ -274,8 +274,7 @@ async def open_for_change(request: web.Request) -> Agent:
     fresh step-up. An API token is the scripted way to change files (docs/files.md): creating
     one needed a step-up, it is revocable, and the Fleet service lets it run commands anyway,
     so it is not asked (it could not answer)."""
-    fresh = not access.via_token(request)
-    return await open_agent(request, server_id_param(request), "files", step_up=fresh)
+    return await open_agent_for_change(request, server_id_param(request), "files")
 
 
 # ---------------------------------------------------------------- page

@@ -1,6 +1,7 @@
 """The containers tab in a real browser (Debian's Chromium, Playwright) against a real enrolled
-exporter and a real dockerd: an operator stops and starts a container and reads its live logs
-and details; a viewer sees no buttons and the reason why. Hostile log lines and labels stay text.
+exporter and a real dockerd: an operator stops and starts a container (after the step-up
+dialog once the password is old) and reads its live logs and details; a viewer sees no buttons
+and the reason why. Hostile log lines and labels stay text.
 
 Screenshots in test-artifacts/ (docker-*.png)."""
 
@@ -108,9 +109,30 @@ async def test_an_operator_stops_and_starts_a_container_and_follows_its_logs_a_v
                     path=str(artifacts_dir / "docker-stopped.png"), full_page=True
                 )
 
+                # Start needs a recent step-up (as file changes do): the dialog asks, a wrong
+                # password is said so, cancelling changes nothing, the right one starts it.
+                await command_rig.age_step_up("olga")
+                step_up = page.locator("#step-up")
                 await row.locator("button[data-action=start]").click()
+                await step_up.wait_for()
+                await page.fill("#step-up input[name=password]", "wrong password")
+                await page.click("#step-up-ok")
+                await page.locator("#step-up-error").filter(has_text="Wrong password").wait_for()
+                await page.screenshot(path=str(artifacts_dir / "docker-step-up.png"))
+                await page.click("#step-up-cancel")
+                await page.locator(
+                    "#docker-status", has_text="re-authentication was cancelled"
+                ).wait_for()
+                assert not await step_up.is_visible()
+                assert (await asyncio.to_thread(docker_state, dockerd, name))["Running"] is False
+                await row.locator("button[data-action=start]").click()
+                await step_up.wait_for()
+                await page.fill("#step-up input[name=password]", PASSWORD)
+                await page.click("#step-up-ok")
                 await row.locator(".docker-state", has_text="running").wait_for(timeout=30000)
                 await wait_docker(dockerd, name, True)
+                assert not await step_up.is_visible()
+                assert confirms[-1].startswith(f"Start container {name}?")
 
                 # Logs: what it printed (hostile text as text), then new lines as they come.
                 await row.locator("button", has_text="Logs").click()

@@ -17,8 +17,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.command_fixtures import CommandRig, EnrolledServer, EnrollServer, Web
+from tests.command_fixtures import PASSWORD, CommandRig, EnrolledServer, EnrollServer, Web
 from tests.dockerd import Dockerd
+from vpsmon.collector import tokens
 from vpsmon.web.docker import LogText, logs_request, stats_summary
 from vpsmon.web.keys import HUB
 
@@ -279,6 +280,108 @@ async def test_a_container_that_stops_ends_its_followed_log(
             last = json.loads((await asyncio.wait_for(ws.receive(), 30)).data)
         assert last == {"type": "end"}
         assert (await asyncio.wait_for(ws.receive(), 30)).type == aiohttp.WSMsgType.CLOSE
+
+
+# ---------------------------------------------------------------- step-up
+
+
+REAUTH = {"error": "re-authentication required", "reauth": "/reauth"}  # as web/files.py's
+
+
+async def test_container_actions_from_a_browser_need_a_fresh_step_up_but_viewing_does_not(
+    command_rig: CommandRig, enrolled_server: EnrollServer, dockerd: Dockerd, container: Any
+) -> None:
+    box = await docker_server(enrolled_server, dockerd)
+    await command_rig.grant("olga", box.server_id)
+    web = await command_rig.start_web()
+    name = container.name
+    base = f"/api/servers/{box.server_id}/containers/{name}"
+    started_at = docker_state(dockerd, name)["StartedAt"]
+    async with session(web, "olga") as olga:
+        await command_rig.age_step_up("olga")
+        # Viewing never asks: what may be done, the list, details, stats and the logs.
+        for path in (
+            f"/api/servers/{box.server_id}/docker",
+            f"/api/servers/{box.server_id}/docker/containers",
+            base + "/inspect",
+            base + "/stats",
+        ):
+            status, body = await olga.call("GET", path)
+            assert status == 200, (path, body)
+        ws = await olga.client.ws_connect(base + "/logs?follow=0", headers={"Origin": web.origin})
+        await read_logs(ws, "first-line")
+        await ws.close()
+        # Every change is refused as a file change is, and dockerd sees nothing.
+        for action in ("stop", "restart", "start"):
+            status, body = await olga.call("POST", f"{base}/{action}", {"timeout": 1})
+            assert (status, body) == (401, REAUTH), action
+        state = docker_state(dockerd, name)
+        assert state["Running"] is True and state["StartedAt"] == started_at
+        # After the password again, the same stop goes through.
+        status, body = await olga.call("POST", "/api/reauth", {"password": PASSWORD})
+        assert status == 200, body
+        status, body = await olga.call("POST", base + "/stop", {"timeout": 1})
+        assert status == 200 and body["container"]["state"] == "exited", body
+        assert docker_state(dockerd, name)["Running"] is False
+        # A stopped container is not started without one either.
+        await command_rig.age_step_up("olga")
+        status, body = await olga.call("POST", base + "/start")
+        assert (status, body) == (401, REAUTH)
+        assert docker_state(dockerd, name)["Running"] is False
+        status, body = await olga.call("POST", "/api/reauth", {"password": PASSWORD})
+        assert status == 200, body
+        status, body = await olga.call("POST", base + "/start")
+        assert status == 200 and body["container"]["state"] == "running", body
+        assert docker_state(dockerd, name)["Running"] is True
+    rows = await audit_rows(command_rig, box.server_id)
+    # The refusals reached no audit entry for an action: only what ran is there.
+    assert [(r["action"], r["success"]) for r in rows] == [
+        ("docker.inspect", True),
+        ("docker.logs", True),
+        ("docker.stop", True),
+        ("docker.stop.result", True),
+        ("docker.start", True),
+        ("docker.start.result", True),
+    ]
+
+
+async def test_an_api_token_starts_and_stops_containers_without_a_step_up(
+    command_rig: CommandRig, enrolled_server: EnrollServer, dockerd: Dockerd, container: Any
+) -> None:
+    """Scripts use `Authorization: Bearer` (docs/docker.md): a token cannot answer a step-up,
+    so it is not asked, as for file changes; a viewer's token is still refused."""
+    box = await docker_server(enrolled_server, dockerd)
+    await command_rig.grant("olga", box.server_id)
+    await command_rig.grant("vic", box.server_id)
+    web = await command_rig.start_web()
+    _, olga = await tokens.create_token(command_rig.pool, command_rig.users["olga"].id, "deploy")
+    _, vic = await tokens.create_token(command_rig.pool, command_rig.users["vic"].id, "ro")
+    name = container.name
+    base = f"/api/servers/{box.server_id}/containers/{name}"
+    async with aiohttp.ClientSession(base_url=web.origin) as client:
+
+        async def post(path: str, token: str, body: Any = None) -> tuple[int, Any]:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with client.post(path, json=body, headers=headers) as resp:
+                return resp.status, await resp.json()
+
+        status, body = await post(base + "/stop", vic, {"timeout": 1})
+        assert status == 403, body
+        assert docker_state(dockerd, name)["Running"] is True
+        status, body = await post(base + "/stop", olga, {"timeout": 1})
+        assert status == 200 and body["container"]["state"] == "exited", body
+        assert docker_state(dockerd, name)["Running"] is False
+        status, body = await post(base + "/start", olga)
+        assert status == 200 and body["container"]["state"] == "running", body
+        assert docker_state(dockerd, name)["Running"] is True
+    rows = await audit_rows(command_rig, box.server_id)
+    assert [(r["action"], r["username"]) for r in rows] == [
+        ("docker.stop", "olga"),
+        ("docker.stop.result", "olga"),
+        ("docker.start", "olga"),
+        ("docker.start.result", "olga"),
+    ]
+    assert all(r["detail"].get("api_token_id") is not None for r in rows[::2])
 
 
 # ---------------------------------------------------------------- who may not

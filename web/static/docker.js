@@ -133,14 +133,12 @@ function render() {
   empty.hidden = rows.length > 0;
 }
 
-async function act(c, action) {
-  if (pending.has(c.name)) return;
-  if (!window.confirm(fmt(T["docker.confirm." + action], { name: c.name }))) return;
-  pending.set(c.name, action);
-  render();
-  const ref = encodeURIComponent(c.id || c.name);
-  try {
-    const resp = await fetch(`${API}/containers/${ref}/${action}`, {
+// Start, stop and restart need a recent step-up (web/docker.py), as file changes do: a 401
+// {"reauth"} opens the dialog, and the call is made again once the password or code was
+// accepted (the file manager's flow, web/static/files.js).
+async function post(path) {
+  for (;;) {
+    const resp = await fetch(path, {
       method: "POST",
       credentials: "same-origin",
       headers: { "X-CSRF-Token": csrf(), "Content-Type": "application/json" },
@@ -148,7 +146,67 @@ async function act(c, action) {
     });
     let body = {};
     try { body = await resp.json(); } catch { /* not JSON */ }
-    if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
+    if (resp.ok) return body;
+    if (resp.status === 401 && body.reauth) {
+      if (await stepUp()) continue;
+      throw new Error(T["docker.step_up_cancelled"]);
+    }
+    if (resp.status === 401) location.href = "/login";
+    throw new Error(body.error || `HTTP ${resp.status}`);
+  }
+}
+
+// The step-up dialog: posts the password or TOTP code to /api/reauth; true once accepted.
+function stepUp() {
+  const dialog = document.getElementById("step-up");
+  const form = document.getElementById("step-up-form");
+  const error = document.getElementById("step-up-error");
+  const cancel = document.getElementById("step-up-cancel");
+  error.hidden = true;
+  form.reset();
+  return new Promise((resolve) => {
+    const done = (ok) => {
+      form.onsubmit = null; cancel.onclick = null; dialog.oncancel = null;
+      if (dialog.open) dialog.close();
+      resolve(ok);
+    };
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const password = form.elements.password.value, code = form.elements.code.value.trim();
+      let resp;
+      try {
+        resp = await fetch("/api/reauth", {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+          body: JSON.stringify(code ? { code } : { password }),
+        });
+      } catch {
+        error.textContent = T["docker.err.network"];
+        error.hidden = false;
+        return;
+      }
+      if (resp.ok) { done(true); return; }
+      let body = {};
+      try { body = await resp.json(); } catch { /* not JSON */ }
+      error.textContent = resp.status === 401 ? T["docker.step_up_wrong"] : (body.error || `HTTP ${resp.status}`);
+      error.hidden = false;
+    };
+    cancel.onclick = () => done(false);
+    dialog.oncancel = (ev) => { ev.preventDefault(); done(false); };
+    dialog.showModal();
+    form.elements.password.focus();
+  });
+}
+
+async function act(c, action) {
+  if (pending.has(c.name)) return;
+  if (!window.confirm(fmt(T["docker.confirm." + action], { name: c.name }))) return;
+  pending.set(c.name, action);
+  render();
+  const ref = encodeURIComponent(c.id || c.name);
+  try {
+    const body = await post(`${API}/containers/${ref}/${action}`);
     const found = body.container;
     const row = rows.find((r) => r.name === c.name);
     if (row) Object.assign(row, { state: found.state, status: found.status, id: found.id });
