@@ -259,22 +259,16 @@ class ColumnarEvaluator:
         ctx = self.ctx
         await ctx.checkpoint()
         cache = ctx.cache
-        shared = cache is not None and cache.subexpressions and not isinstance(node, NumberLit)
-        if shared:
-            key = ("col", self.plans.text(node), self.t, ctx.query_start, ctx.query_end)
-            found = cache.lookup(key)
-            if found is not None:
-                value, samples = found
-                ctx.count(samples)
-                return value
-            before = ctx.samples
+        if cache is None or not cache.subexpressions or isinstance(node, NumberLit):
+            return await self._eval_or_fallback(node)
+        key = ("col", self.plans.text(node), self.t, ctx.query_start, ctx.query_end)
+        return await ctx.shared(key, lambda: self._eval_or_fallback(node))
+
+    async def _eval_or_fallback(self, node: Node) -> Any:
         try:
-            value = await self._eval(node)
+            return await self._eval(node)
         except _Fallback:
-            value = await self.fallback(node)
-        if shared:
-            cache.store(key, (value, ctx.samples - before))
-        return value
+            return await self.fallback(node)
 
     async def _eval(self, node: Node) -> Any:
         if isinstance(node, NumberLit):
@@ -386,7 +380,7 @@ class ColumnarEvaluator:
         if name == "time":
             return self.t / 1000
         if name == "vector":
-            return Column((((),)), np.array([await self.eval(args[0])]), np.ones(1, bool), True)
+            return Column(((),), np.array([await self.eval(args[0])]), np.ones(1, bool), True)
         if name == "scalar":
             col = await self.eval(args[0])
             rows = np.flatnonzero(col.present)

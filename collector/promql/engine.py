@@ -28,7 +28,7 @@ import operator
 import re
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -257,6 +257,22 @@ class _Context:
             await asyncio.sleep(0)
             self.last_yield = time.monotonic()
 
+    async def shared(self, key: tuple[Any, ...], compute: Callable[[], Awaitable[Any]]) -> Any:
+        """``compute()``'s value, kept in the evaluation cache under ``key`` for the other
+        queries of this evaluation; a value found there counts its samples against the limit
+        again, as when it was computed."""
+        cache = self.cache
+        assert cache is not None
+        found = cache.lookup(key)
+        if found is not None:
+            value, samples = found
+            self.count(samples)
+            return value
+        before = self.samples
+        value = await compute()
+        cache.store(key, (value, self.samples - before))
+        return value
+
     def count(self, samples: int) -> None:
         self.samples += samples
         if self.samples > self.max_samples:
@@ -381,15 +397,7 @@ class _Evaluator:
         ctx = self.ctx
         key = ("expr", repr(node), self.start, self.end, self.interval, ctx.query_start,
                ctx.query_end)  # fmt: skip
-        found = cache.lookup(key)
-        if found is not None:
-            value, samples = found
-            ctx.count(samples)  # the same limit as when it is computed
-            return value
-        before = ctx.samples
-        value = await self._eval(node)
-        cache.store(key, (value, ctx.samples - before))
-        return value
+        return await ctx.shared(key, lambda: self._eval(node))
 
     async def _eval(self, node: Node) -> Any:
         if isinstance(node, NumberLit):

@@ -45,6 +45,17 @@ def _times(rng: random.Random, start: float, end: float) -> list[float]:
     return out
 
 
+def memory_source() -> Any:
+    """The generated series in the engine's in-memory source (what Prometheus is given)."""
+    from vpsmon.collector.promql import MemorySource
+
+    source = MemorySource()
+    for s in generate():
+        for t, v in zip(s.timestamps, s.values, strict=True):
+            source.add(s.labels, t, v)
+    return source
+
+
 def generate() -> list[GeneratedSeries]:
     rng = random.Random(8)
     series: list[GeneratedSeries] = []

@@ -47,11 +47,7 @@ async def _both(source: MemorySource, query: str, t: float, cache: float) -> tup
 
 @pytest.fixture(scope="module")
 def corpus_source() -> MemorySource:
-    source = MemorySource()
-    for s in corpus.generate():
-        for t, v in zip(s.timestamps, s.values, strict=True):
-            source.add(s.labels, t, v)
-    return source
+    return corpus.memory_source()  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("cache", [0.0, 5.0], ids=["no-cache", "cache"])

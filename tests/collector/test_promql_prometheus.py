@@ -41,11 +41,7 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def source() -> MemorySource:
-    src = MemorySource()
-    for s in corpus.generate():
-        for t, v in zip(s.timestamps, s.values, strict=True):
-            src.add(s.labels, t, v)
-    return src
+    return corpus.memory_source()  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
