@@ -75,3 +75,47 @@ export function liveSocket(onMessage, onOpen) {
   }
   connect();
 }
+// The step-up dialog (the page's #step-up <dialog>: terminal, files and detail pages):
+// posts the password or TOTP code to /api/reauth; resolves true once accepted, false when
+// cancelled. `messages` are the page's texts for a wrong code and an unreachable collector.
+export function stepUp(csrf, messages) {
+  const dialog = document.getElementById("step-up");
+  const form = document.getElementById("step-up-form");
+  const error = document.getElementById("step-up-error");
+  const cancel = document.getElementById("step-up-cancel");
+  error.hidden = true;
+  form.reset();
+  return new Promise((resolve) => {
+    const done = (ok) => {
+      form.onsubmit = null; cancel.onclick = null; dialog.oncancel = null;
+      if (dialog.open) dialog.close();
+      resolve(ok);
+    };
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const password = form.elements.password.value, code = form.elements.code.value.trim();
+      let resp;
+      try {
+        resp = await fetch("/api/reauth", {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+          body: JSON.stringify(code ? { code } : { password }),
+        });
+      } catch {
+        error.textContent = messages.network;
+        error.hidden = false;
+        return;
+      }
+      if (resp.ok) { done(true); return; }
+      let body = {};
+      try { body = await resp.json(); } catch { /* not JSON */ }
+      error.textContent = resp.status === 401 ? messages.wrong : (body.error || `HTTP ${resp.status}`);
+      error.hidden = false;
+    };
+    cancel.onclick = () => done(false);
+    dialog.oncancel = (ev) => { ev.preventDefault(); done(false); };
+    dialog.showModal();
+    form.elements.password.focus();
+  });
+}

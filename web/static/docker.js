@@ -2,7 +2,7 @@
 // live logs (WebSocket, follow/pause, tail), and inspect details with stats.
 // Everything from the server reaches the page with textContent only: container names, images,
 // labels and log lines may be hostile.
-import { T, fmt, pct, bytes, el } from "./common.js";
+import { T, fmt, pct, bytes, el, stepUp } from "./common.js";
 
 const SERVER = Number(document.getElementById("page-data").dataset.server);
 const API = `/api/servers/${SERVER}`;
@@ -148,7 +148,7 @@ async function post(path) {
     try { body = await resp.json(); } catch { /* not JSON */ }
     if (resp.ok) return body;
     if (resp.status === 401 && body.reauth) {
-      if (await stepUp()) continue;
+      if (await stepUp(csrf(), { wrong: T["docker.step_up_wrong"], network: T["docker.err.network"] })) continue;
       throw new Error(T["docker.step_up_cancelled"]);
     }
     if (resp.status === 401) location.href = "/login";
@@ -156,48 +156,6 @@ async function post(path) {
   }
 }
 
-// The step-up dialog: posts the password or TOTP code to /api/reauth; true once accepted.
-function stepUp() {
-  const dialog = document.getElementById("step-up");
-  const form = document.getElementById("step-up-form");
-  const error = document.getElementById("step-up-error");
-  const cancel = document.getElementById("step-up-cancel");
-  error.hidden = true;
-  form.reset();
-  return new Promise((resolve) => {
-    const done = (ok) => {
-      form.onsubmit = null; cancel.onclick = null; dialog.oncancel = null;
-      if (dialog.open) dialog.close();
-      resolve(ok);
-    };
-    form.onsubmit = async (ev) => {
-      ev.preventDefault();
-      const password = form.elements.password.value, code = form.elements.code.value.trim();
-      let resp;
-      try {
-        resp = await fetch("/api/reauth", {
-          method: "POST",
-          credentials: "same-origin",
-          headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-          body: JSON.stringify(code ? { code } : { password }),
-        });
-      } catch {
-        error.textContent = T["docker.err.network"];
-        error.hidden = false;
-        return;
-      }
-      if (resp.ok) { done(true); return; }
-      let body = {};
-      try { body = await resp.json(); } catch { /* not JSON */ }
-      error.textContent = resp.status === 401 ? T["docker.step_up_wrong"] : (body.error || `HTTP ${resp.status}`);
-      error.hidden = false;
-    };
-    cancel.onclick = () => done(false);
-    dialog.oncancel = (ev) => { ev.preventDefault(); done(false); };
-    dialog.showModal();
-    form.elements.password.focus();
-  });
-}
 
 async function act(c, action) {
   if (pending.has(c.name)) return;

@@ -1,6 +1,6 @@
 // The file manager (issue #7). Every name reaches the page through textContent only: file
 // names on a server are whatever anyone put there, e.g. `<img src=x onerror=alert(1)>`.
-import { T, fmt, bytes, el } from "./common.js";
+import { T, fmt, bytes, el, stepUp } from "./common.js";
 
 const data = document.getElementById("page-data").dataset;
 const SERVER = data.server;
@@ -53,7 +53,7 @@ async function call(method, action, { query = {}, json, body, headers = {} } = {
     if (resp.ok) return resp.json();
     const err = await failure(resp);
     if (err.reauth) {
-      if (await stepUp()) continue;
+      if (await stepUp(CSRF, { wrong: T["files.step_up_wrong"], network: T["files.err.network"] })) continue;
       throw new ApiError(401, T["files.step_up_cancelled"], "STEP_UP_CANCELLED");
     }
     if (resp.status === 401) location.href = "/login";
@@ -61,47 +61,6 @@ async function call(method, action, { query = {}, json, body, headers = {} } = {
   }
 }
 
-// The step-up dialog: posts the password or TOTP code to /api/reauth; true once accepted.
-function stepUp() {
-  const dialog = $("step-up");
-  const form = $("step-up-form");
-  const error = $("step-up-error");
-  error.hidden = true;
-  form.reset();
-  return new Promise((resolve) => {
-    const done = (ok) => {
-      form.onsubmit = null; $("step-up-cancel").onclick = null; dialog.oncancel = null;
-      if (dialog.open) dialog.close();
-      resolve(ok);
-    };
-    form.onsubmit = async (ev) => {
-      ev.preventDefault();
-      const password = form.elements.password.value, code = form.elements.code.value.trim();
-      let resp;
-      try {
-        resp = await fetch("/api/reauth", {
-          method: "POST",
-          credentials: "same-origin",
-          headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
-          body: JSON.stringify(code ? { code } : { password }),
-        });
-      } catch (_) {
-        error.textContent = T["files.err.network"];
-        error.hidden = false;
-        return;
-      }
-      if (resp.ok) { done(true); return; }
-      let body = {};
-      try { body = await resp.json(); } catch (_) { /* not JSON */ }
-      error.textContent = resp.status === 401 ? T["files.step_up_wrong"] : (body.error || `HTTP ${resp.status}`);
-      error.hidden = false;
-    };
-    $("step-up-cancel").onclick = () => done(false);
-    dialog.oncancel = (ev) => { ev.preventDefault(); done(false); };
-    dialog.showModal();
-    form.elements.password.focus();
-  });
-}
 
 // The server's reasons are English one-liners; the ones people meet daily get a sentence in the
 // page's language, with the exact reason kept in brackets.

@@ -2,11 +2,12 @@
 // exporter's Pty. Text from the server reaches the page through xterm.js or textContent only.
 import { Terminal } from "./vendor/xterm/xterm.mjs";
 import { FitAddon } from "./vendor/xterm/addon-fit.mjs";
-import { T, fmt, el } from "./common.js";
+import { T, fmt, el, stepUp } from "./common.js";
 
 const data = document.getElementById("page-data").dataset;
 const serverId = data.server;
 const csrf = data.csrf;
+const STEP_UP = { wrong: T["terminal.step_up_wrong"], network: T["terminal.err.network"] };
 const tabsBar = document.getElementById("term-tabs");
 const newButton = document.getElementById("term-new");
 const panes = document.getElementById("term-panes");
@@ -30,7 +31,7 @@ async function mayOpen() {
     let body = {};
     try { body = await resp.json(); } catch { /* not JSON: a proxy's page */ }
     if (resp.status === 401 && body.reauth) {
-      if (!(await stepUp())) return { ok: false, message: T["terminal.step_up_cancelled"] };
+      if (!(await stepUp(csrf, STEP_UP))) return { ok: false, message: T["terminal.step_up_cancelled"] };
       continue;
     }
     if (resp.status === 401) { location.href = "/login"; return { ok: false, message: "" }; }
@@ -38,40 +39,6 @@ async function mayOpen() {
   }
 }
 
-function stepUp() {
-  const dialog = document.getElementById("step-up");
-  const form = document.getElementById("step-up-form");
-  const error = document.getElementById("step-up-error");
-  const cancel = document.getElementById("step-up-cancel");
-  error.hidden = true;
-  form.reset();
-  return new Promise((resolve) => {
-    const done = (ok) => {
-      form.onsubmit = null; cancel.onclick = null; dialog.oncancel = null;
-      if (dialog.open) dialog.close();
-      resolve(ok);
-    };
-    form.onsubmit = async (ev) => {
-      ev.preventDefault();
-      const password = form.elements.password.value, code = form.elements.code.value.trim();
-      const resp = await fetch("/api/reauth", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-        body: JSON.stringify(code ? { code } : { password }),
-      });
-      if (resp.ok) { done(true); return; }
-      let body = {};
-      try { body = await resp.json(); } catch { /* text */ }
-      error.textContent = resp.status === 401 ? T["terminal.step_up_wrong"] : (body.error || `HTTP ${resp.status}`);
-      error.hidden = false;
-    };
-    cancel.onclick = () => done(false);
-    dialog.oncancel = () => done(false);
-    dialog.showModal();
-    form.elements.password.focus();
-  });
-}
 
 // ------------------------------------------------------------------ sessions
 
